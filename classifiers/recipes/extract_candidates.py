@@ -1,0 +1,167 @@
+"""Draw candidate passages from ../shared/data for hand labelling (a training recipe step).
+
+This recipe reads ../shared/data (it is not needed by `make demo` or `make test`). It takes only
+sources whose licence allows redistribution with attribution (see ../shared/data/README.md):
+public-domain fiction, English Wikipedia and the C4 fixtures from the web shards, the
+human-written AI-risk evaluation questions, and the emergent-misalignment answers.
+
+Passages are cut with the same splitter that `scan` uses, so labels describe what the cascade
+sees. Selection is deterministic (hash of the candidate id) and deliberately mixes passages with
+and without lexicon hits, so the lexicon's recall can be measured on labelled data.
+
+Usage:
+    python classifiers/recipes/extract_candidates.py --shared ../shared/data --out DIR --batches 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from corpus_lens.prefilter import Lexicon
+from corpus_lens.passages import PassageSpec, split_passages
+
+BUNDLEABLE_WEB_SOURCES = {"wikipedia_en", "c4_en_olmo_fixture", "c4_100_domains_guardian_olmo_fixture"}
+
+
+def _rank(key: str) -> str:
+    return hashlib.sha1(key.encode()).hexdigest()
+
+
+def _take(items: list[dict], n: int) -> list[dict]:
+    return sorted(items, key=lambda d: _rank(d["cid"]))[:n]
+
+
+def fiction_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec) -> list[dict]:
+    out = []
+    for line in (shared / "fiction" / "INDEX.jsonl").read_text().splitlines():
+        book = json.loads(line)
+        if book["language"] != "en":
+            continue
+        text = (shared / book["file"]).read_text(encoding="utf-8")
+        hits, misses = [], []
+        for a, b in split_passages(text, spec):
+            passage = text[a:b]
+            cand = {
+                "cid": f"{book['file']}:{a}-{b}",
+                "text": passage,
+                "source": f"shared/data/{book['file']}",
+                "char_start": a,
+                "char_end": b,
+                "origin": f"{book['repo']}@{book['commit']}:{book['source_path']}",
+            }
+            (hits if lexicon.matches(passage) else misses).append(cand)
+        ai_book = book["ai_depiction"] != "none"
+        out += _take(hits, 45 if ai_book else 12)
+        out += _take(misses, 10 if ai_book else 4)
+    return out
+
+
+def web_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec) -> list[dict]:
+    hits, misses = [], []
+    for shard in sorted((shared / "web").glob("*.parquet")):
+        table = pq.read_table(shard, columns=["id", "text", "source", "url"])
+        for row in table.to_pylist():
+            if row["source"] not in BUNDLEABLE_WEB_SOURCES:
+                continue
+            text = row["text"]
+            doc_hit = lexicon.matches(text)
+            for a, b in split_passages(text, spec):
+                passage = text[a:b]
+                cand = {
+                    "cid": f"{shard.name}:{row['id']}:{a}-{b}",
+                    "text": passage,
+                    "source": f"shared/data/web/{shard.name}#id={row['id']}",
+                    "char_start": a,
+                    "char_end": b,
+                    "origin": f"{row['source']} {row['url']}",
+                }
+                if lexicon.matches(passage):
+                    hits.append(cand)
+                elif doc_hit:
+                    misses.append(cand)
+    # One passage per document at most keeps the set varied.
+    seen: set[str] = set()
+    varied = []
+    for cand in sorted(hits, key=lambda d: _rank(d["cid"])):
+        doc = cand["source"]
+        if doc not in seen:
+            seen.add(doc)
+            varied.append(cand)
+    return varied[:420] + _take(misses, 60)
+
+
+def eval_candidates(shared: Path) -> list[dict]:
+    out = []
+    folder = shared / "evals" / "advanced-ai-risk" / "human_generated_evals"
+    for path in sorted(folder.glob("*.jsonl")):
+        rows = []
+        for i, line in enumerate(path.read_text().splitlines()):
+            q = json.loads(line)
+            rows.append({
+                "cid": f"{path.name}:{i}",
+                "text": q["question"].strip(),
+                "source": f"shared/data/evals/advanced-ai-risk/human_generated_evals/{path.name}#line={i}",
+                "char_start": 0,
+                "char_end": len(q["question"].strip()),
+                "origin": "anthropics/evals@84fcc677e52e (CC BY 4.0)",
+                "note": f"answer_matching_risky_behaviour={q['answer_matching_behavior'].strip()}",
+            })
+        out += _take(rows, 12)
+    return out
+
+
+def misalignment_candidates(shared: Path) -> list[dict]:
+    out = []
+    folder = shared / "labelled" / "emergent-misalignment-answers"
+    for path in sorted(folder.glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = []
+            for i, r in enumerate(csv.DictReader(f)):
+                answer = (r.get("answer") or "").strip()
+                if len(answer.split()) < 8:
+                    continue
+                rows.append({
+                    "cid": f"{path.name}:{i}",
+                    "text": f"Q: {r['question'].strip()}\nA: {answer}",
+                    "source": f"shared/data/labelled/emergent-misalignment-answers/{path.name}#row={i}",
+                    "char_start": 0,
+                    "char_end": 0,
+                    "origin": "johny-b/misalignment-generalization@b1fe28682771 (MIT)",
+                })
+        out += _take(rows, 5)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--lexicon", type=Path, default=Path("classifiers/data/lexicon.txt"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--batches", type=int, default=5)
+    args = parser.parse_args()
+    lexicon = Lexicon.from_file(args.lexicon)
+    spec = PassageSpec()
+    cands = (
+        fiction_candidates(args.shared, lexicon, spec)
+        + web_candidates(args.shared, lexicon, spec)
+        + eval_candidates(args.shared)
+        + misalignment_candidates(args.shared)
+    )
+    cands.sort(key=lambda d: _rank(d["cid"]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for k in range(args.batches):
+        batch = cands[k :: args.batches]
+        with (args.out / f"batch_{k}.jsonl").open("w") as f:
+            for c in batch:
+                f.write(json.dumps(c, ensure_ascii=False) + "\n")
+        print(f"batch_{k}: {len(batch)} candidates")
+
+
+if __name__ == "__main__":
+    main()

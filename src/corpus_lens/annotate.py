@@ -1,0 +1,282 @@
+"""Scan one shard: stream it, prefilter, split, classify, and stage its results.
+
+``scan_shard`` is a plain function of one shard; the pipeline runs it on Dask workers. It
+streams the shard in row-group batches, so memory does not grow with the shard, and writes its
+results under ``OUTPUT/_work/<shard key>/`` with a completion marker written last.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from corpus_lens import io
+from corpus_lens.classify import CascadeSpec, _lexicon, classify_passages
+from corpus_lens.dedup import DedupSettings, signatures
+from corpus_lens.errors import InputError
+from corpus_lens.passages import PassageSpec, split_passages
+from corpus_lens.schema import ANNOTATION_SCHEMA, DEPICTIONS, DOCUMENT_SCHEMA, MODES
+from corpus_lens.stats import bump, merge
+
+log = logging.getLogger(__name__)
+
+_HOST = r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?(?P<host>[^/:?#]+)"
+_FAILURE_SAMPLE = 50  # failed rows listed per shard and reason (all are counted)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything a worker needs for one shard: small, picklable, no models inside."""
+
+    shard: io.Shard
+    output: str
+    text_column: str
+    id_column: str
+    batch_rows: int
+    passages: PassageSpec
+    cascade: CascadeSpec
+    device: str
+    dedup: DedupSettings
+    dedup_labels: tuple[str, ...]
+    config_hash: str
+
+    @property
+    def work(self) -> str:
+        return io.join(self.output, "_work", self.shard.key)
+
+
+def _check_columns(schema: pa.Schema, job: ShardJob) -> None:
+    names = schema.names
+    if job.text_column not in names:
+        raise InputError(
+            f"shard {job.shard.url}: no text column {job.text_column!r}; it has columns "
+            f"{names}. Is --text-column correct?"
+        )
+    kind = schema.field(job.text_column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+        raise InputError(
+            f"shard {job.shard.url}: text column {job.text_column!r} has type {kind}; "
+            "expected a string column"
+        )
+
+
+def _group_keys(batch: pa.RecordBatch) -> dict[str, list[str]]:
+    """Per-row keys for the breakdowns: `source` and URL host, when those columns exist."""
+    keys: dict[str, list[str]] = {}
+    names = batch.schema.names
+    if "source" in names:
+        keys["by_source"] = pc.fill_null(pc.cast(batch.column("source"), pa.string()), "(null)").to_pylist()
+    if "url" in names:
+        hosts = pc.extract_regex(pc.cast(batch.column("url"), pa.string()), _HOST)
+        keys["by_host"] = [
+            (h["host"].lower() if h else "(none)") for h in hosts.to_pylist()
+        ]
+    return keys
+
+
+def _doc_row(doc_id: str, row: int, words: int, n_passages: int, ann: pa.Table, job: ShardJob) -> dict[str, Any]:
+    deps = ann.column("depiction").to_pylist()
+    modes = ann.column("mode").to_pylist()
+    counts = {d: deps.count(d) for d in DEPICTIONS}
+    depiction = next((d for d in DEPICTIONS if counts[d]), "none")
+    same = [m for d, m in zip(deps, modes) if d == depiction] or modes or ["other"]
+    mode = max(MODES, key=lambda m: (same.count(m), -MODES.index(m)))
+    mal = ann.column("score_malevolent").to_numpy()
+    ben = ann.column("score_benevolent").to_numpy()
+    return {
+        "doc_id": doc_id,
+        "shard": job.shard.url,
+        "row": row,
+        "words": words,
+        "passages": n_passages,
+        "depiction": depiction,
+        "mode": mode,
+        **{f"passages_{d}": counts[d] for d in DEPICTIONS},
+        "max_score_malevolent": float(mal.max()) if len(mal) else 0.0,
+        "max_score_benevolent": float(ben.max()) if len(ben) else 0.0,
+    }
+
+
+def row_failures(texts: pa.Array, ids: list[str], seen_ids: set[str]) -> tuple[np.ndarray, list[str]]:
+    """Rows that cannot be scanned, with the reason: null text, or an id seen before in the shard.
+
+    ``seen_ids`` carries the ids of earlier batches of the same shard and is updated.
+    """
+    null = pc.is_null(texts).to_numpy(zero_copy_only=False)
+    bad = null.copy()
+    reasons = [""] * len(ids)
+    for i, doc_id in enumerate(ids):
+        if null[i]:
+            reasons[i] = "null text"
+        elif doc_id in seen_ids:
+            bad[i] = True
+            reasons[i] = "duplicate id (an earlier row of this shard has it)"
+        else:
+            seen_ids.add(doc_id)
+    return bad, reasons
+
+
+def doc_ids(batch: pa.RecordBatch, shard_url: str, id_column: str, first_row: int) -> list[str]:
+    """Document ids: the id column as strings, or ``<shard file name>#<row>`` without one."""
+    if id_column in batch.schema.names:
+        ids = pc.cast(batch.column(id_column), pa.string())
+        return [f"<null id>#{first_row + i}" if v is None else v for i, v in enumerate(ids.to_pylist())]
+    name = shard_url.rstrip("/").rsplit("/", 1)[-1]
+    return [f"{name}#{first_row + i}" for i in range(len(batch))]
+
+
+def _process_batch(batch: pa.RecordBatch, first_row: int, job: ShardJob, seen_ids: set[str]) -> tuple[pa.Table, list[dict], dict[str, Any]]:
+    lexicon = _lexicon(job.cascade.directory)
+    stats: dict[str, Any] = {"rows_in": len(batch)}
+    texts = batch.column(job.text_column)
+    ids = doc_ids(batch, job.shard.url, job.id_column, first_row)
+    groups = _group_keys(batch)
+
+    bad, reasons = row_failures(texts, ids, seen_ids)
+    failures = []
+    for i in np.flatnonzero(bad):
+        bump(stats, "failed_reasons", reasons[i])
+        failures.append({"row": first_row + int(i), "doc_id": ids[i], "reason": reasons[i]})
+    stats["rows_failed"] = int(bad.sum())
+    stats["failures"] = failures[:_FAILURE_SAMPLE]
+
+    ok = ~bad
+    words = pc.fill_null(pc.count_substring_regex(texts, r"\S+"), 0).to_numpy(zero_copy_only=False)
+    chars = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
+    hits = lexicon.match_array(texts).to_numpy(zero_copy_only=False) & ok
+    stats["documents"] = int(ok.sum())
+    stats["words"] = int(words[ok].sum())
+    stats["characters"] = int(chars[ok].sum())
+    stats["documents_with_hit"] = int(hits.sum())
+
+    # Split only documents with a hit; keep passages with a hit of their own.
+    doc_of, p_index, p_start, p_end, p_text = [], [], [], [], []
+    n_split = np.zeros(len(batch), dtype=np.int64)
+    for i in np.flatnonzero(hits):
+        text = texts[i].as_py()
+        spans = split_passages(text, job.passages)
+        n_split[i] = len(spans)
+        for k, (a, b) in enumerate(spans):
+            doc_of.append(i)
+            p_index.append(k)
+            p_start.append(a)
+            p_end.append(b)
+            p_text.append(text[a:b])
+    stats["passages"] = int(n_split.sum())
+    if p_text:
+        p_hit = lexicon.match_array(pa.array(p_text, pa.string())).to_numpy(zero_copy_only=False)
+    else:
+        p_hit = np.zeros(0, dtype=bool)
+    stats["passages_without_hit"] = int((~p_hit).sum())
+    keep = np.flatnonzero(p_hit)
+    esc_text = [p_text[j] for j in keep]
+    result = classify_passages(esc_text, job.cascade, job.device, lexicon_hits=np.ones(len(keep), bool))
+    p_words = np.array([len(t.split()) for t in esc_text], dtype=np.int32)
+    doc_idx = np.array([doc_of[j] for j in keep], dtype=np.int64)
+    ann = pa.table(
+        {
+            "doc_id": pa.array([ids[i] for i in doc_idx], pa.string()),
+            "shard": pa.array([job.shard.url] * len(keep), pa.string()),
+            "row": pa.array(doc_idx + first_row, pa.int64()),
+            "passage_index": pa.array([p_index[j] for j in keep], pa.int32()),
+            "char_start": pa.array([p_start[j] for j in keep], pa.int64()),
+            "char_end": pa.array([p_end[j] for j in keep], pa.int64()),
+            "words": pa.array(p_words, pa.int32()),
+            "text": pa.array(esc_text, pa.string()),
+            **{name: result.column(name) for name in result.schema.names},
+            "dup_cluster": pa.nulls(len(keep), pa.string()),
+            "dup_is_representative": pa.nulls(len(keep), pa.bool_()),
+        },
+        schema=ANNOTATION_SCHEMA,
+    )
+
+    stage_counts = {s: 0 for s in ("fasttext", "embedding")}
+    for s in result.column("stage").to_pylist():
+        stage_counts[s] += 1
+    stats["stage"] = {"prefilter": int(ok.sum()), **stage_counts}
+    deps = ann.column("depiction").to_pylist()
+    modes = ann.column("mode").to_pylist()
+    for d, m, w, tags in zip(deps, modes, p_words, ann.column("tags").to_pylist()):
+        bump(stats, "passage_depiction", d)
+        bump(stats, "passage_words", d, by=int(w))
+        bump(stats, "depiction_by_mode", d, m)
+        for t in tags:
+            bump(stats, "tags", t)
+
+    doc_rows = []
+    doc_label = np.array(["none"] * len(batch), dtype=object)
+    if len(keep):
+        order = np.argsort(doc_idx, kind="stable")
+        bounds = np.flatnonzero(np.diff(doc_idx[order])) + 1
+        for chunk in np.split(order, bounds):
+            i = int(doc_idx[chunk[0]])
+            row = _doc_row(ids[i], first_row + i, int(words[i]), int(n_split[i]), ann.take(chunk), job)
+            doc_label[i] = row["depiction"]
+            doc_rows.append(row)
+    for i in np.flatnonzero(ok):
+        bump(stats, "document_depiction", str(doc_label[i]))
+        bump(stats, "document_words", str(doc_label[i]), by=int(words[i]))
+        for group, keys in groups.items():
+            bump(stats, group, keys[i], "documents")
+            bump(stats, group, keys[i], "words", by=int(words[i]))
+            bump(stats, group, keys[i], "depiction", str(doc_label[i]))
+    for group, keys in groups.items():
+        for d, i in zip(deps, doc_idx):
+            bump(stats, group, keys[i], "passages", d)
+    return ann, doc_rows, stats
+
+
+def scan_shard(job: ShardJob) -> dict[str, Any]:
+    """Scan one shard and stage its results; returns the shard's stats.
+
+    Raises:
+        InputError: when the shard cannot be read or lacks a string text column.
+    """
+    started = time.time()
+    pf = io.open_parquet(job.shard.url)
+    _check_columns(pf.schema_arrow, job)
+    stats: dict[str, Any] = {}
+    tables, doc_rows = [], []
+    seen_ids: set[str] = set()
+    first_row = 0
+    for batch in io.iter_batches(pf, job.shard.url, None, job.batch_rows):
+        ann, docs, batch_stats = _process_batch(batch, first_row, job, seen_ids)
+        first_row += len(batch)
+        tables.append(ann)
+        doc_rows.extend(docs)
+        stats = merge(stats, batch_stats)
+    stats.setdefault("rows_in", 0)
+    stats.setdefault("rows_failed", 0)
+    ann = pa.concat_tables(tables) if tables else ANNOTATION_SCHEMA.empty_table()
+    docs = pa.Table.from_pylist(doc_rows, schema=DOCUMENT_SCHEMA)
+
+    labels = job.dedup_labels
+    flagged = ann if "*" in labels else ann.filter(pc.is_in(ann.column("depiction"), pa.array(labels)))
+    pids = [f"{d}#{k}" for d, k in zip(flagged.column("doc_id").to_pylist(), flagged.column("passage_index").to_pylist())]
+    sigs = signatures(flagged.column("text").to_pylist(), job.dedup)
+    sig_table = pa.table(
+        {
+            "pid": pa.array(pids, pa.string()),
+            "depiction": flagged.column("depiction"),
+            "signature": pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1), pa.uint32()), job.dedup.num_perm),
+        }
+    )
+    io.atomic_write_table(io.join(job.work, "annotations.parquet"), ann)
+    io.atomic_write_table(io.join(job.work, "documents.parquet"), docs)
+    io.atomic_write_table(io.join(job.work, "signatures.parquet"), sig_table)
+    stats["seconds"] = round(time.time() - started, 3)
+    io.atomic_write_json(io.join(job.work, "stats.json"), stats)
+    io.atomic_write_json(io.join(job.work, "done.json"), {"config_hash": job.config_hash, "shard": job.shard.url})
+    log.info(
+        "shard %s: %d rows, %d with a lexicon hit, %d passages classified, %.1fs",
+        job.shard.url, stats["rows_in"], stats.get("documents_with_hit", 0), len(ann), stats["seconds"],
+    )
+    return stats
+
+

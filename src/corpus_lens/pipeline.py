@@ -1,0 +1,331 @@
+"""The scan as a Dask job: the only module that imports dask.
+
+Phase 1 runs ``annotate.scan_shard`` on the workers, one task per shard, each marking its own
+completion atomically (so ``--resume`` redoes only unfinished shards). Phase 2, on the client,
+clusters the flagged passages' signatures across all shards. Phase 3 writes the final
+annotations, applies the policy per shard (on the workers), and writes counts, samples, the
+report and the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from corpus_lens import __version__, io
+from corpus_lens.annotate import ShardJob, scan_shard
+from corpus_lens.classify import CascadeSpec, load_spec
+from corpus_lens.config import ScanConfig
+from corpus_lens.dedup import DedupSettings, cluster
+from corpus_lens.errors import CorpusLensError, InputError, OutputError
+from corpus_lens.passages import PassageSpec
+from corpus_lens.policy import Policy, apply_shard, load_policy
+from corpus_lens.schema import ANNOTATION_SCHEMA, DEPICTIONS
+from corpus_lens.stats import merge
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _client(cfg: ScanConfig) -> Any:
+    from dask.distributed import Client, LocalCluster
+
+    if cfg.scheduler and cfg.scheduler not in ("threads", "processes"):
+        try:
+            return Client(cfg.scheduler, timeout="20s")
+        except OSError as exc:
+            raise CorpusLensError(f"cannot reach the Dask scheduler at {cfg.scheduler}: {exc}") from exc
+    workers = cfg.workers or os.cpu_count() or 1
+    cluster_ = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=cfg.scheduler != "threads",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    return Client(cluster_)
+
+
+def _versions(spec: CascadeSpec) -> dict[str, str]:
+    out = {"corpus_lens": __version__, "python": platform.python_version()}
+    for pkg in ("dask", "distributed", "pyarrow", "datasketch", "fasttext-numpy2", "sentence-transformers", "torch"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:
+            out[pkg] = "not installed"
+    return out
+
+
+def prepare_output(cfg: ScanConfig, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Check the output folder; return the previous manifest when resuming.
+
+    Raises:
+        OutputError: when the folder holds a scan and neither flag allows reusing it, or when
+            ``resume`` meets a different configuration.
+    """
+    previous = io.read_json(io.join(cfg.output, "manifest.json"))
+    if previous is None:
+        if resume and io.exists(io.join(cfg.output, "_work")):
+            return None
+        return None
+    if overwrite:
+        io.remove_tree(cfg.output)
+        return None
+    if not resume:
+        raise OutputError(
+            f"output folder {cfg.output} already holds a scan (status {previous.get('status')!r}); "
+            "pass --resume to finish it or --overwrite to replace it"
+        )
+    if previous.get("config_hash") != cfg.hash():
+        raise OutputError(
+            f"cannot resume in {cfg.output}: its scan used configuration {previous.get('config_hash')}, "
+            f"this one is {cfg.hash()}; use the same options, or --overwrite"
+        )
+    return previous
+
+
+def run_scan(
+    cfg: ScanConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_shard_done: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run a whole scan and return its manifest.
+
+    Args:
+        cfg: the resolved configuration.
+        resume: redo only shards without a completion marker in the output folder.
+        overwrite: replace whatever the output folder holds.
+        on_shard_done: progress callback (shard url, done count, total).
+
+    Raises:
+        CorpusLensError: for bad input, configuration or output folder; a failed shard fails
+            the scan unless ``cfg.skip_bad_shards``.
+    """
+    started = _now()
+    spec = load_spec(cfg.models, cfg.embedding_model, dict(cfg.gates))
+    policy = load_policy(cfg.policy)
+    shards = io.discover_shards(cfg.inputs)
+    prepare_output(cfg, resume, overwrite)
+    dedup = DedupSettings(cfg.dedup_ngram, cfg.dedup_num_perm, cfg.dedup_threshold, seed=1)
+    manifest: dict[str, Any] = {
+        "tool": "corpus_lens",
+        "status": "running",
+        "started": started,
+        "config": cfg.to_dict(),
+        "config_hash": cfg.hash(),
+        "seed": cfg.seed,
+        "models": spec.describe(),
+        "dedup": dedup.describe(),
+        "policy": policy.describe(),
+        "versions": _versions(spec),
+        "inputs": [{"shard": s.url, "key": s.key, "bytes": s.size} for s in shards],
+    }
+    io.atomic_write_json(io.join(cfg.output, "manifest.json"), manifest)
+
+    jobs = [
+        ShardJob(
+            shard=s,
+            output=cfg.output,
+            text_column=cfg.text_column,
+            id_column=cfg.id_column,
+            batch_rows=cfg.batch_rows,
+            passages=PassageSpec(cfg.passage_min_words, cfg.passage_max_words),
+            cascade=spec,
+            device=cfg.device,
+            dedup=dedup,
+            dedup_labels=cfg.dedup_labels,
+            config_hash=cfg.hash(),
+        )
+        for s in shards
+    ]
+    todo = []
+    for job in jobs:
+        done = io.read_json(io.join(job.work, "done.json")) if resume else None
+        if done and done.get("config_hash") == cfg.hash():
+            log.info("shard %s: already complete, skipped (resume)", job.shard.url)
+        else:
+            todo.append(job)
+    skipped: list[dict[str, str]] = []
+    client = _client(cfg)
+    try:
+        futures = {client.submit(scan_shard, job, key=f"scan-{cfg.hash()}-{job.shard.key}-{time.time_ns()}", retries=2): job for job in todo}
+        from dask.distributed import as_completed
+
+        n_done = len(jobs) - len(todo)
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                future.result()
+            except InputError as exc:
+                if not cfg.skip_bad_shards:
+                    for other in futures:
+                        other.cancel()
+                    _fail(cfg, manifest, str(exc))
+                    raise
+                log.warning("skipping bad shard: %s", exc)
+                skipped.append({"shard": job.shard.url, "error": str(exc)})
+            except Exception as exc:
+                for other in futures:
+                    other.cancel()
+                message = f"shard {job.shard.url}: {type(exc).__name__}: {exc}"
+                _fail(cfg, manifest, message)
+                raise CorpusLensError(message) from exc
+            n_done += 1
+            if on_shard_done:
+                on_shard_done(job.shard.url, n_done, len(jobs))
+        good = [j for j in jobs if j.shard.url not in {s["shard"] for s in skipped}]
+        clusters = _cluster_all(good, dedup)
+        counts = _finalize_annotations(good, clusters, cfg)
+        policy_futures = [
+            client.submit(apply_shard, job.shard.url, job.shard.key, cfg.output, cfg.text_column, cfg.id_column, cfg.batch_rows, policy, cfg.granularity, cfg.seed, key=f"policy-{job.shard.key}-{time.time_ns()}", retries=2)
+            for job in good
+        ]
+        policy_stats = dict(zip([j.shard.url for j in good], client.gather(policy_futures)))
+    finally:
+        client.close()
+        cluster_ = getattr(client, "cluster", None)
+        if cluster_ is not None:
+            cluster_.close()
+
+    counts = _reconcile(counts, policy_stats, skipped, policy)
+    io.atomic_write_json(io.join(cfg.output, "counts.json"), counts)
+    _write_samples(good, cfg)
+    manifest.update(
+        status="complete",
+        finished=_now(),
+        skipped_shards=skipped,
+        inputs=[
+            {"shard": j.shard.url, "key": j.shard.key, "bytes": j.shard.size, "rows": counts["per_shard"].get(j.shard.url, {}).get("rows_in")}
+            for j in jobs
+        ],
+    )
+    from corpus_lens.report import write_report
+
+    write_report(cfg.output, manifest=manifest, counts=counts)
+    io.atomic_write_json(io.join(cfg.output, "manifest.json"), manifest)
+    return manifest
+
+
+def _fail(cfg: ScanConfig, manifest: dict[str, Any], message: str) -> None:
+    manifest.update(status="failed", finished=_now(), error=message)
+    io.atomic_write_json(io.join(cfg.output, "manifest.json"), manifest)
+
+
+def _cluster_all(jobs: list[ShardJob], dedup: DedupSettings) -> dict[str, str]:
+    tables = [io.read_table(io.join(j.work, "signatures.parquet")) for j in jobs]
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return {}
+    table = pa.concat_tables(tables)
+    pids = table.column("pid").to_pylist()
+    sigs = table.column("signature").combine_chunks().flatten().to_numpy().reshape(-1, dedup.num_perm)
+    return cluster(pids, sigs.astype(np.uint32), dedup)
+
+
+def _finalize_annotations(jobs: list[ShardJob], clusters: dict[str, str], cfg: ScanConfig) -> dict[str, Any]:
+    """Write annotations with cluster ids; return per-shard stats with dedup counts added."""
+    per_shard: dict[str, Any] = {}
+    sizes: dict[str, int] = {}
+    for c in clusters.values():
+        sizes[c] = sizes.get(c, 0) + 1
+    for job in jobs:
+        ann = io.read_table(io.join(job.work, "annotations.parquet"))
+        pids = [f"{d}#{k}" for d, k in zip(ann.column("doc_id").to_pylist(), ann.column("passage_index").to_pylist())]
+        cl = [clusters.get(p) for p in pids]
+        rep = [None if c is None else c == p for c, p in zip(cl, pids)]
+        ann = ann.set_column(ann.schema.get_field_index("dup_cluster"), "dup_cluster", pa.array(cl, pa.string()))
+        ann = ann.set_column(ann.schema.get_field_index("dup_is_representative"), "dup_is_representative", pa.array(rep, pa.bool_()))
+        ann = ann.cast(ANNOTATION_SCHEMA)
+        io.atomic_write_table(io.join(cfg.output, "annotations", f"{job.shard.key}.parquet"), ann)
+        docs = io.read_table(io.join(job.work, "documents.parquet"))
+        io.atomic_write_table(io.join(cfg.output, "annotations", f"{job.shard.key}.documents.parquet"), docs)
+        stats = io.read_json(io.join(job.work, "stats.json"))
+        dedup_stats: dict[str, Any] = {}
+        for d, c, r in zip(ann.column("depiction").to_pylist(), cl, rep):
+            if c is None:
+                continue
+            dedup_stats.setdefault(d, {"flagged": 0, "unique": 0})
+            dedup_stats[d]["flagged"] += 1
+            dedup_stats[d]["unique"] += int(bool(r))
+        stats["dedup"] = dedup_stats
+        per_shard[job.shard.url] = stats
+    largest = sorted(((n, c) for c, n in sizes.items() if n > 1), key=lambda x: (-x[0], x[1]))[:20]
+    return {"per_shard": per_shard, "largest_clusters": [{"cluster": c, "size": n} for n, c in largest]}
+
+
+def _reconcile(counts: dict[str, Any], policy_stats: dict[str, Any], skipped: list[dict[str, str]], policy: Policy) -> dict[str, Any]:
+    """Totals and the per-shard reconciliation; raises if any row is unaccounted for."""
+    total: dict[str, Any] = {}
+    reconciliation = {}
+    for shard, stats in counts["per_shard"].items():
+        pstats = policy_stats.get(shard, {})
+        stats["policy"] = pstats
+        rows_in, failed = stats["rows_in"], stats["rows_failed"]
+        dropped = pstats.get("rows_dropped", 0)
+        kept = rows_in - failed - dropped
+        if pstats and pstats.get("rows_kept") != kept:
+            raise CorpusLensError(
+                f"shard {shard}: rows do not reconcile: {rows_in} in, {failed} failed, "
+                f"{dropped} dropped, but the policy kept {pstats.get('rows_kept')}"
+            )
+        reconciliation[shard] = {"rows_in": rows_in, "rows_kept": kept, "rows_dropped": dropped, "rows_failed": failed}
+        trimmed = {k: v for k, v in stats.items() if k not in ("failures", "seconds")}
+        total = merge(total, trimmed)
+    for s in skipped:
+        reconciliation[s["shard"]] = {"rows_in": None, "rows_kept": 0, "rows_dropped": 0, "rows_failed": None, "skipped": s["error"]}
+    total.pop("dedup", None)
+    dedup_total: dict[str, Any] = {}
+    for stats in counts["per_shard"].values():
+        dedup_total = merge(dedup_total, stats.get("dedup", {}))
+    return {
+        "totals": total,
+        "per_shard": counts["per_shard"],
+        "dedup": {"per_label": dedup_total, "largest_clusters": counts["largest_clusters"]},
+        "reconciliation": reconciliation,
+        "skipped_shards": skipped,
+        "policy": policy.name,
+    }
+
+
+def _sample_key(seed: int, pid: str) -> str:
+    return hashlib.sha1(f"{seed}:{pid}".encode()).hexdigest()
+
+
+def _write_samples(jobs: list[ShardJob], cfg: ScanConfig) -> None:
+    """Per label, the passages with the smallest hash of (seed, id): stable across reruns."""
+    best: dict[str, list[tuple[str, dict[str, Any]]]] = {d: [] for d in DEPICTIONS}
+    for job in jobs:
+        ann = io.read_table(io.join(cfg.output, "annotations", f"{job.shard.key}.parquet"))
+        cols = ["doc_id", "shard", "row", "passage_index", "char_start", "char_end", "depiction", "mode", "tags", "stage", "text", "dup_cluster",
+                "score_malevolent", "score_benevolent", "score_neutral", "score_none"]
+        for rec in ann.select(cols).to_pylist():
+            key = _sample_key(cfg.seed, f"{rec['doc_id']}#{rec['passage_index']}")
+            bucket = best[rec["depiction"]]
+            bucket.append((key, rec))
+            if len(bucket) > 4 * cfg.samples_per_label:
+                bucket.sort(key=lambda x: x[0])
+                del bucket[cfg.samples_per_label :]
+    for label, bucket in best.items():
+        bucket.sort(key=lambda x: x[0])
+        lines = []
+        import json
+
+        for _, rec in bucket[: cfg.samples_per_label]:
+            rec = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}
+            lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=True))
+        io.atomic_write_text(io.join(cfg.output, "samples", f"{label}.jsonl"), "".join(line + "\n" for line in lines))

@@ -1,0 +1,408 @@
+"""`corpuslens train`: reproduce a model directory from labelled passages.
+
+Input: a data directory with ``passages.jsonl`` (one labelled passage per line: ``id``,
+``text``, ``depiction``, ``mode``, ``tags``, ``split``) and ``lexicon.txt``. Output: a model
+directory that ``classify.load_spec`` reads, with ``MODEL_CARD.md`` and ``metrics.json``
+measured on the test split. Deterministic given the seed (fastText runs on one thread; the head
+is fit by full-batch L-BFGS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpus_lens import __version__
+from corpus_lens.classify import (
+    CASCADE_FORMAT,
+    DEFAULT_EMBEDDING_MODEL,
+    decide_depiction,
+    embed,
+    fasttext_probs,
+    fasttext_text,
+    head_probs,
+)
+from corpus_lens.errors import ConfigError
+from corpus_lens.io import atomic_write_text
+from corpus_lens.prefilter import Lexicon
+from corpus_lens.schema import DEPICTIONS, MODES, TAGS
+
+log = logging.getLogger(__name__)
+
+FASTTEXT_PARAMS = dict(
+    lr=0.5, epoch=40, wordNgrams=2, dim=50, bucket=200_000, minCount=2, loss="softmax", thread=1
+)
+CROSS_FIT_FOLDS = 5
+
+
+@dataclass
+class Passages:
+    """Labelled passages of one split, as parallel lists."""
+
+    ids: list[str]
+    texts: list[str]
+    depiction: np.ndarray  # int index into DEPICTIONS
+    mode: np.ndarray  # int index into MODES
+    tags: np.ndarray  # (n, len(TAGS)) 0/1
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: np.ndarray) -> "Passages":
+        return Passages(
+            [self.ids[i] for i in idx],
+            [self.texts[i] for i in idx],
+            self.depiction[idx],
+            self.mode[idx],
+            self.tags[idx],
+        )
+
+
+def load_passages(data_dir: Path) -> dict[str, Passages]:
+    """Read ``passages.jsonl`` and return the train, dev and test splits.
+
+    Raises:
+        ConfigError: when the file is missing or a line has an unknown label or split.
+    """
+    path = data_dir / "passages.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"training data not found: expected {path} (JSON lines of labelled passages)")
+    rows: dict[str, list[dict[str, Any]]] = {"train": [], "dev": [], "test": []}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        where = f"{path}:{lineno}"
+        if rec.get("depiction") not in DEPICTIONS:
+            raise ConfigError(f"{where}: depiction {rec.get('depiction')!r} not in {DEPICTIONS}")
+        if rec.get("mode") not in MODES:
+            raise ConfigError(f"{where}: mode {rec.get('mode')!r} not in {MODES}")
+        bad_tags = set(rec.get("tags", [])) - set(TAGS)
+        if bad_tags:
+            raise ConfigError(f"{where}: unknown tag(s) {sorted(bad_tags)}; available: {TAGS}")
+        if rec.get("split") not in rows:
+            raise ConfigError(f"{where}: split {rec.get('split')!r} not in train/dev/test")
+        rows[rec["split"]].append(rec)
+    out = {}
+    for split, recs in rows.items():
+        if not recs:
+            raise ConfigError(f"{path}: the {split} split is empty")
+        out[split] = Passages(
+            [r["id"] for r in recs],
+            [r["text"] for r in recs],
+            np.array([DEPICTIONS.index(r["depiction"]) for r in recs]),
+            np.array([MODES.index(r["mode"]) for r in recs]),
+            np.array([[t in r.get("tags", []) for t in TAGS] for r in recs], dtype=np.float32),
+        )
+    return out
+
+
+def _write_fasttext_file(path: Path, texts: list[str], labels: np.ndarray, names: tuple[str, ...]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for text, y in zip(texts, labels):
+            f.write(f"__label__{names[y]} {fasttext_text(text)}\n")
+
+
+def _train_fasttext(texts: list[str], labels: np.ndarray, names: tuple[str, ...], seed: int, work: Path, quantize: bool):
+    import fasttext
+
+    data = work / f"ft-{hashlib.sha1(''.join(texts[:3]).encode()).hexdigest()[:8]}-{len(texts)}.txt"
+    _write_fasttext_file(data, texts, labels, names)
+    model = fasttext.train_supervised(input=str(data), seed=seed, verbose=0, **FASTTEXT_PARAMS)
+    if quantize:
+        model.quantize(input=str(data), qnorm=True, retrain=False, cutoff=50_000)
+    return model
+
+
+def _fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
+    """Temperature minimizing dev NLL of softmax(logp / T), by grid search."""
+    best_t, best_nll = 1.0, np.inf
+    for t in np.exp(np.linspace(np.log(0.2), np.log(5.0), 61)):
+        z = logp / t
+        z = z - z.max(axis=1, keepdims=True)
+        logq = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        nll = -logq[np.arange(len(y)), y].mean()
+        if nll < best_nll:
+            best_t, best_nll = float(t), nll
+    return best_t
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray, n_out: int, l2: float, multilabel: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full-batch L-BFGS fit of a linear softmax (or per-label sigmoid) classifier."""
+    import torch
+
+    torch.manual_seed(seed)
+    xt = torch.tensor(x, dtype=torch.float64)
+    w = torch.zeros((x.shape[1], n_out), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(n_out, dtype=torch.float64, requires_grad=True)
+    if multilabel:
+        yt = torch.tensor(y, dtype=torch.float64)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+    else:
+        yt = torch.tensor(y, dtype=torch.long)
+        counts = np.bincount(y, minlength=n_out).astype(np.float64)
+        weight = torch.tensor(len(y) / (n_out * np.maximum(counts, 1)), dtype=torch.float64)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(xt @ w + b, yt) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)
+
+
+def _prf(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    tp = float(np.sum(pred & gold))
+    p = tp / max(float(pred.sum()), 1.0)
+    r = tp / max(float(gold.sum()), 1.0)
+    f = 2 * p * r / max(p + r, 1e-9)
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "support": int(gold.sum())}
+
+
+def evaluate(dep_pred: list[str], mode_pred: list[str], data: Passages) -> dict[str, Any]:
+    """Per-label precision/recall/F1 (label vs rest) and mode accuracy."""
+    gold_dep = np.array([DEPICTIONS[i] for i in data.depiction])
+    pred = np.array(dep_pred)
+    out: dict[str, Any] = {label: _prf(pred == label, gold_dep == label) for label in DEPICTIONS}
+    out["depiction_accuracy"] = round(float(np.mean(pred == gold_dep)), 4)
+    gold_mode = np.array([MODES[i] for i in data.mode])
+    out["mode_accuracy"] = round(float(np.mean(np.array(mode_pred) == gold_mode)), 4)
+    return out
+
+
+def _head_features(vectors: np.ndarray, ft: np.ndarray) -> np.ndarray:
+    return np.hstack([vectors, ft]).astype(np.float32)
+
+
+def _choose_threshold(scores: np.ndarray, gold: np.ndarray) -> float:
+    """Score threshold maximizing F1 on dev."""
+    best_t, best_f = 0.5, -1.0
+    for t in np.linspace(0.1, 0.9, 81):
+        f = _prf(scores >= t, gold)["f1"]
+        if f > best_f:
+            best_t, best_f = float(t), f
+    return round(best_t, 3)
+
+
+def train(
+    data_dir: Path,
+    output: Path,
+    seed: int = 0,
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL,
+    name: str = "default_v1",
+) -> dict[str, Any]:
+    """Train the cascade's models from ``data_dir`` into ``output``; return the metrics.
+
+    Raises:
+        ConfigError: for missing or malformed training data.
+    """
+    splits = load_passages(data_dir)
+    lexicon_path = data_dir / "lexicon.txt"
+    if not lexicon_path.is_file():
+        raise ConfigError(f"training data: expected the prefilter lexicon at {lexicon_path}")
+    lexicon = Lexicon.from_file(lexicon_path)
+    train_set, dev, test = splits["train"], splits["dev"], splits["test"]
+    log.info("passages: train %d, dev %d, test %d", len(train_set), len(dev), len(test))
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        # fastText, cross-fitted on train so the head sees honest out-of-fold probabilities.
+        ft_train = np.zeros((len(train_set), len(DEPICTIONS) + len(MODES)))
+        folds = np.array([int(hashlib.sha1(f"{seed}:{i}".encode()).hexdigest(), 16) % CROSS_FIT_FOLDS for i in train_set.ids])
+        for k in range(CROSS_FIT_FOLDS):
+            fit, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            part = train_set.subset(fit)
+            m_dep = _train_fasttext(part.texts, part.depiction, DEPICTIONS, seed, work, quantize=True)
+            m_mode = _train_fasttext(part.texts, part.mode, MODES, seed, work, quantize=True)
+            held_texts = [train_set.texts[i] for i in held]
+            ft_train[held, :4] = fasttext_probs(m_dep, held_texts, DEPICTIONS, 1.0)
+            ft_train[held, 4:] = fasttext_probs(m_mode, held_texts, MODES, 1.0)
+        ft_dep = _train_fasttext(train_set.texts, train_set.depiction, DEPICTIONS, seed, work, quantize=True)
+        ft_mode = _train_fasttext(train_set.texts, train_set.mode, MODES, seed, work, quantize=True)
+        ft_dep.save_model(str(work / "fasttext_depiction.ftz"))
+        ft_mode.save_model(str(work / "fasttext_mode.ftz"))
+        shutil.copy(work / "fasttext_depiction.ftz", output / "fasttext_depiction.ftz")
+        shutil.copy(work / "fasttext_mode.ftz", output / "fasttext_mode.ftz")
+
+    def ft_probs(data: Passages, t_dep: float = 1.0, t_mode: float = 1.0) -> np.ndarray:
+        return np.hstack([
+            fasttext_probs(ft_dep, data.texts, DEPICTIONS, t_dep),
+            fasttext_probs(ft_mode, data.texts, MODES, t_mode),
+        ])
+
+    raw_dev = ft_probs(dev)
+    t_ft_dep = _fit_temperature(np.log(raw_dev[:, :4]), dev.depiction)
+    t_ft_mode = _fit_temperature(np.log(raw_dev[:, 4:]), dev.mode)
+    ft_dev = ft_probs(dev, t_ft_dep, t_ft_mode)
+    ft_test = ft_probs(test, t_ft_dep, t_ft_mode)
+
+    log.info("embedding %d passages with %s", len(train_set) + len(dev) + len(test), embedding_model)
+    x_train = _head_features(embed(train_set.texts, embedding_model), ft_train)
+    x_dev = _head_features(embed(dev.texts, embedding_model), ft_dev)
+    x_test = _head_features(embed(test.texts, embedding_model), ft_test)
+
+    w_dep, b_dep = _fit_linear(x_train, train_set.depiction, len(DEPICTIONS), 1e-4, False, seed)
+    w_mode, b_mode = _fit_linear(x_train, train_set.mode, len(MODES), 1e-4, False, seed)
+    w_tags, b_tags = _fit_linear(x_train, train_set.tags, len(TAGS), 1e-4, True, seed)
+    head = {
+        "W_depiction": w_dep, "b_depiction": b_dep, "T_depiction": np.float32(1.0),
+        "W_mode": w_mode, "b_mode": b_mode, "T_mode": np.float32(1.0),
+        "W_tags": w_tags, "b_tags": b_tags,
+        "T_fasttext_depiction": np.float32(t_ft_dep), "T_fasttext_mode": np.float32(t_ft_mode),
+    }
+    head["T_depiction"] = np.float32(_fit_temperature(x_dev @ w_dep + b_dep, dev.depiction))
+    head["T_mode"] = np.float32(_fit_temperature(x_dev @ w_mode + b_mode, dev.mode))
+    with open(output / "head.npz", "wb") as f:
+        np.savez(f, **head)
+    shutil.copy(lexicon_path, output / "lexicon.txt")
+
+    emb_dev, emb_test = head_probs(head, x_dev), head_probs(head, x_test)
+    thresholds = {
+        "malevolent": _choose_threshold(emb_dev["depiction"][:, 0], dev.depiction == 0),
+        "benevolent": _choose_threshold(emb_dev["depiction"][:, 1], dev.depiction == 1),
+        "tag": 0.5,
+    }
+    ft_thresholds = {
+        "malevolent": _choose_threshold(ft_dev[:, 0], dev.depiction == 0),
+        "benevolent": _choose_threshold(ft_dev[:, 1], dev.depiction == 1),
+    }
+
+    def cascade(ft: np.ndarray, emb: dict[str, np.ndarray], hits: np.ndarray, gates: dict[str, float]):
+        unsure = (ft[:, :4].max(axis=1) < gates["fasttext_confidence"]) | (ft[:, 0] + ft[:, 1] >= gates["fasttext_flag"])
+        final = np.where(unsure[:, None], np.hstack([emb["depiction"], emb["mode"]]), ft)
+        final[~hits] = np.array([0, 0, 0, 1, 0, 0, 1], dtype=float)
+        dep = decide_depiction(final[:, :4], thresholds)
+        mode = [MODES[j] for j in final[:, 4:].argmax(axis=1)]
+        return dep, mode, float(unsure[hits].mean()) if hits.any() else 0.0
+
+    test_hits = np.array([lexicon.matches(t) for t in test.texts])
+    # Gates: the cheapest escalation whose dev malevolent F1 stays within 0.01 of embedding-all.
+    all_gates = {"fasttext_confidence": 1.01, "fasttext_flag": 0.0}
+    dep_all, _, _ = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), all_gates)
+    ref_f1 = evaluate(dep_all, ["other"] * len(dev), dev)["malevolent"]["f1"]
+    best = (all_gates, 1.0)
+    for conf in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99):
+        for flag in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5):
+            gates = {"fasttext_confidence": conf, "fasttext_flag": flag}
+            dep, _, rate = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), gates)
+            f1 = evaluate(dep, ["other"] * len(dev), dev)["malevolent"]["f1"]
+            if f1 >= ref_f1 - 0.01 and rate < best[1]:
+                best = (gates, rate)
+    gates = best[0]
+
+    ai_test = test.depiction != DEPICTIONS.index("none")
+    dep_c, mode_c, esc_rate = cascade(ft_test, emb_test, test_hits, gates)
+    ft_dep_pred = decide_depiction(ft_test[:, :4], ft_thresholds)
+    ft_dep_pred = [d if h else "none" for d, h in zip(ft_dep_pred, test_hits)]
+    ft_mode_pred = [MODES[j] for j in ft_test[:, 4:].argmax(axis=1)]
+    emb_dep_pred = decide_depiction(emb_test["depiction"], thresholds)
+    emb_mode_pred = [MODES[j] for j in emb_test["mode"].argmax(axis=1)]
+    lex_pred = ["neutral" if h else "none" for h in test_hits]
+    metrics = {
+        "test_passages": len(test),
+        "lexicon": {
+            "recall_ai_entity": round(float(test_hits[ai_test].mean()), 4),
+            "pass_rate_no_ai": round(float(test_hits[~ai_test].mean()), 4),
+            "ai_entity_passages": int(ai_test.sum()),
+            "no_ai_passages": int((~ai_test).sum()),
+            "as_classifier": evaluate(lex_pred, ["other"] * len(test), test),
+        },
+        "fasttext_alone": evaluate(ft_dep_pred, ft_mode_pred, test),
+        "embedding_all": evaluate(emb_dep_pred, emb_mode_pred, test),
+        "cascade": evaluate(dep_c, mode_c, test),
+        "cascade_escalation_rate": round(esc_rate, 4),
+        "tags": {
+            t: _prf(emb_test["tags"][:, j] >= 0.5, test.tags[:, j] > 0)
+            for j, t in enumerate(TAGS)
+        },
+    }
+    import fasttext  # noqa: F401  (version for the card)
+    from importlib.metadata import version
+
+    meta = {
+        "format": CASCADE_FORMAT,
+        "name": name,
+        "embedding_model": embedding_model,
+        "gates": gates,
+        "thresholds": thresholds,
+        "fasttext_thresholds_alone": ft_thresholds,
+        "seed": seed,
+        "fasttext_params": FASTTEXT_PARAMS,
+        "versions": {
+            "corpus_lens": __version__,
+            "fasttext": version("fasttext-numpy2"),
+            "sentence_transformers": version("sentence-transformers"),
+            "python": platform.python_version(),
+        },
+        "data": {
+            "passages": {k: len(v) for k, v in splits.items()},
+            "sha256": hashlib.sha256((data_dir / "passages.jsonl").read_bytes()).hexdigest(),
+        },
+    }
+    atomic_write_text(output / "cascade.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(output / "MODEL_CARD.md", model_card(meta, metrics))
+    return metrics
+
+
+def _row(name: str, m: dict[str, Any]) -> str:
+    mal, ben = m["malevolent"], m["benevolent"]
+    return (
+        f"| {name} | {mal['precision']:.3f} | {mal['recall']:.3f} | {mal['f1']:.3f} | "
+        f"{ben['precision']:.3f} | {ben['recall']:.3f} | {ben['f1']:.3f} | {m['mode_accuracy']:.3f} |"
+    )
+
+
+def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """The generated part of a model card: data, recipe, thresholds, test metrics."""
+    lex = metrics["lexicon"]
+    lines = [
+        f"# Model card: {meta['name']} (generated by `corpuslens train`)",
+        "",
+        "## Data",
+        f"Passages per split: {meta['data']['passages']}; passages.jsonl sha256 `{meta['data']['sha256'][:16]}`.",
+        "",
+        "## Recipe",
+        f"- fastText (depiction, mode): `{json.dumps(meta['fasttext_params'])}`, quantized (.ftz), seed {meta['seed']}; "
+        "the head sees 5-fold out-of-fold fastText probabilities on train.",
+        f"- Embedding head: linear softmax (depiction, mode) and sigmoid (tags) over `{meta['embedding_model']}` "
+        "sentence embeddings + calibrated fastText probabilities; L-BFGS, L2 1e-4, class-balanced.",
+        "- Calibration: temperature scaling on dev for every softmax.",
+        f"- Gates (chosen on dev: least escalation with malevolent F1 within 0.01 of embedding everything): `{json.dumps(meta['gates'])}`",
+        f"- Decision thresholds (max F1 on dev): `{json.dumps(meta['thresholds'])}`",
+        "",
+        "## Test metrics (label vs rest)",
+        "| model | mal P | mal R | mal F1 | ben P | ben R | ben F1 | mode acc |",
+        "|---|---|---|---|---|---|---|---|",
+        _row("lexicon alone (hit = AI)", {**lex["as_classifier"], "mode_accuracy": float("nan")}),
+        _row("fastText alone (after lexicon)", metrics["fasttext_alone"]),
+        _row("embedding head on every passage", metrics["embedding_all"]),
+        _row("**cascade** (lexicon -> fastText -> head)", metrics["cascade"]),
+        "",
+        f"Cascade escalation rate (lexicon hits sent to the embedding stage): {metrics['cascade_escalation_rate']:.3f}.",
+        "",
+        "## Lexicon",
+        f"Recall on test passages that contain an AI entity: {lex['recall_ai_entity']:.4f} "
+        f"({lex['ai_entity_passages']} passages); pass rate on passages without one: {lex['pass_rate_no_ai']:.4f} "
+        f"({lex['no_ai_passages']} passages, many of them hard negatives chosen because they share vocabulary).",
+        "",
+        "## Tags (embedding head, threshold 0.5, test)",
+        "| tag | P | R | F1 | support |",
+        "|---|---|---|---|---|",
+        *[f"| {t} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |" for t, m in metrics["tags"].items()],
+        "",
+    ]
+    return "\n".join(lines)
