@@ -173,8 +173,16 @@ def _process_batch(batch: pa.RecordBatch, first_row: int, job: ShardJob, seen_id
         p_hit = lexicon.match_array(pa.array(p_text, pa.string())).to_numpy(zero_copy_only=False)
     else:
         p_hit = np.zeros(0, dtype=bool)
-    stats["passages_without_hit"] = int((~p_hit).sum())
-    keep = np.flatnonzero(p_hit)
+    # A passage goes on when it or a neighbour in the same document has a hit: fiction names
+    # its robot once and then says "it" or "he" for paragraphs.
+    doc_arr = np.array(doc_of, dtype=np.int64)
+    near = p_hit.copy()
+    if len(p_hit) > 1:
+        same_prev = doc_arr[1:] == doc_arr[:-1]
+        near[1:] |= p_hit[:-1] & same_prev
+        near[:-1] |= p_hit[1:] & same_prev
+    stats["passages_without_hit"] = int((~near).sum())
+    keep = np.flatnonzero(near)
     esc_text = [p_text[j] for j in keep]
     result = classify_passages(esc_text, job.cascade, job.device, lexicon_hits=np.ones(len(keep), bool))
     p_words = np.array([len(t.split()) for t in esc_text], dtype=np.int32)
