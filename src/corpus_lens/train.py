@@ -29,6 +29,7 @@ from corpus_lens.classify import (
     embed,
     fasttext_probs,
     fasttext_text,
+    head_logits,
     head_probs,
 )
 from corpus_lens.errors import ConfigError
@@ -42,6 +43,8 @@ FASTTEXT_PARAMS = dict(
     lr=0.5, epoch=40, wordNgrams=2, dim=50, bucket=200_000, minCount=2, loss="softmax", thread=1
 )
 CROSS_FIT_FOLDS = 5
+HEAD_HIDDEN = 256
+HEAD_EPOCHS = 500
 
 
 @dataclass
@@ -136,32 +139,40 @@ def _fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
     return best_t
 
 
-def _fit_linear(x: np.ndarray, y: np.ndarray, n_out: int, l2: float, multilabel: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Full-batch L-BFGS fit of a linear softmax (or per-label sigmoid) classifier."""
+def _fit_mlp(x: np.ndarray, y: np.ndarray, n_out: int, multilabel: bool, seed: int, hidden: int = HEAD_HIDDEN) -> dict[str, np.ndarray]:
+    """Fit a one-hidden-layer MLP (softmax, or per-label sigmoid) with AdamW, full batch.
+
+    Deterministic given the seed: torch runs single-threaded on CPU here.
+    """
     import torch
 
     torch.manual_seed(seed)
-    xt = torch.tensor(x, dtype=torch.float64)
-    w = torch.zeros((x.shape[1], n_out), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(n_out, dtype=torch.float64, requires_grad=True)
+    torch.set_num_threads(1)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(hidden, n_out)
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    xt = torch.tensor(x, dtype=torch.float32)
     if multilabel:
-        yt = torch.tensor(y, dtype=torch.float64)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
+        yt = torch.tensor(y, dtype=torch.float32)
+        pos = yt.sum(0).clamp(min=1)
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=((len(y) - pos) / pos).clamp(max=20))
     else:
         yt = torch.tensor(y, dtype=torch.long)
         counts = np.bincount(y, minlength=n_out).astype(np.float64)
-        weight = torch.tensor(len(y) / (n_out * np.maximum(counts, 1)), dtype=torch.float64)
+        weight = torch.tensor(len(y) / (n_out * np.maximum(counts, 1)), dtype=torch.float32)
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
+    net.train()
+    for _ in range(HEAD_EPOCHS):
         opt.zero_grad()
-        loss = loss_fn(xt @ w + b, yt) + l2 * (w * w).sum()
+        loss = loss_fn(net(xt), yt)
         loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)
+        opt.step()
+    first, last = net[0], net[3]
+    return {
+        "W1": first.weight.detach().numpy().T.copy(), "b1": first.bias.detach().numpy().copy(),
+        "W2": last.weight.detach().numpy().T.copy(), "b2": last.bias.detach().numpy().copy(),
+    }
 
 
 def _prf(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
@@ -225,8 +236,8 @@ def train(
         for k in range(CROSS_FIT_FOLDS):
             fit, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
             part = train_set.subset(fit)
-            m_dep = _train_fasttext(part.texts, part.depiction, DEPICTIONS, seed, work, quantize=True)
-            m_mode = _train_fasttext(part.texts, part.mode, MODES, seed, work, quantize=True)
+            m_dep = _train_fasttext(part.texts, part.depiction, DEPICTIONS, seed, work, quantize=False)
+            m_mode = _train_fasttext(part.texts, part.mode, MODES, seed, work, quantize=False)
             held_texts = [train_set.texts[i] for i in held]
             ft_train[held, :4] = fasttext_probs(m_dep, held_texts, DEPICTIONS, 1.0)
             ft_train[held, 4:] = fasttext_probs(m_mode, held_texts, MODES, 1.0)
@@ -254,17 +265,19 @@ def train(
     x_dev = _head_features(embed(dev.texts, embedding_model), ft_dev)
     x_test = _head_features(embed(test.texts, embedding_model), ft_test)
 
-    w_dep, b_dep = _fit_linear(x_train, train_set.depiction, len(DEPICTIONS), 1e-4, False, seed)
-    w_mode, b_mode = _fit_linear(x_train, train_set.mode, len(MODES), 1e-4, False, seed)
-    w_tags, b_tags = _fit_linear(x_train, train_set.tags, len(TAGS), 1e-4, True, seed)
-    head = {
-        "W_depiction": w_dep, "b_depiction": b_dep, "T_depiction": np.float32(1.0),
-        "W_mode": w_mode, "b_mode": b_mode, "T_mode": np.float32(1.0),
-        "W_tags": w_tags, "b_tags": b_tags,
+    head: dict[str, np.ndarray] = {
         "T_fasttext_depiction": np.float32(t_ft_dep), "T_fasttext_mode": np.float32(t_ft_mode),
+        "T_depiction": np.float32(1.0), "T_mode": np.float32(1.0),
     }
-    head["T_depiction"] = np.float32(_fit_temperature(x_dev @ w_dep + b_dep, dev.depiction))
-    head["T_mode"] = np.float32(_fit_temperature(x_dev @ w_mode + b_mode, dev.mode))
+    for task, y, n_out, multi in (
+        ("depiction", train_set.depiction, len(DEPICTIONS), False),
+        ("mode", train_set.mode, len(MODES), False),
+        ("tags", train_set.tags, len(TAGS), True),
+    ):
+        for k, v in _fit_mlp(x_train, y, n_out, multi, seed).items():
+            head[f"{task}_{k}"] = v
+    head["T_depiction"] = np.float32(_fit_temperature(head_logits(head, "depiction", x_dev), dev.depiction))
+    head["T_mode"] = np.float32(_fit_temperature(head_logits(head, "mode", x_dev), dev.mode))
     with open(output / "head.npz", "wb") as f:
         np.savez(f, **head)
     shutil.copy(lexicon_path, output / "lexicon.txt")
@@ -378,8 +391,8 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "## Recipe",
         f"- fastText (depiction, mode): `{json.dumps(meta['fasttext_params'])}`, quantized (.ftz), seed {meta['seed']}; "
         "the head sees 5-fold out-of-fold fastText probabilities on train.",
-        f"- Embedding head: linear softmax (depiction, mode) and sigmoid (tags) over `{meta['embedding_model']}` "
-        "sentence embeddings + calibrated fastText probabilities; L-BFGS, L2 1e-4, class-balanced.",
+        f"- Embedding head: MLP (one hidden layer of 256, ReLU, dropout 0.2; AdamW, weight decay 1e-2, 500 full-batch epochs) with softmax (depiction, mode) and sigmoid (tags) outputs over `{meta['embedding_model']}` "
+        "sentence embeddings + calibrated fastText probabilities; class-balanced losses.",
         "- Calibration: temperature scaling on dev for every softmax.",
         f"- Gates (chosen on dev: least escalation with malevolent F1 within 0.01 of embedding everything): `{json.dumps(meta['gates'])}`",
         f"- Decision thresholds (max F1 on dev): `{json.dumps(meta['thresholds'])}`",

@@ -1,0 +1,41 @@
+# corpus_lens developer entry points. Everything runs inside .venv/ at the repository root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lint train demo-corpus clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first: the pinned CPU build; an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/corpuslens scan demo/corpus --output demo-out --overwrite --policy rebalance
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python bench/run.py
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+# Reproduce the shipped models from the labelled data (about 6 minutes on 2 cores).
+train: install
+	$(BIN)/corpuslens train --data classifiers/data --output classifiers/models/default_v1 --verbose
+
+# Rebuild the bundled demo corpus (needs ../shared/data).
+demo-corpus: install
+	$(BIN)/python demo/build_demo_corpus.py --shared ../shared/data
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,233 @@
+"""`make bench`: corpus_lens side by side with what a user would pick instead.
+
+Reads the shared web shards (../shared/data/web, 124 MB of text); this is the only part of
+the project besides the training recipes that needs ../shared. Every comparison is measured in
+the same run, each figure the median of RUNS runs with min and max, and reported as a ratio
+against its baseline. Results: bench/results.json and bench/results.md.
+
+Usage: python bench/run.py [--shared ../shared/data] [--runs 3] [--skip-peer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PEER_VENV = ROOT / "bench" / "work" / "peer-venv"
+
+
+def text_mb(shards: list[Path]) -> float:
+    total = 0
+    for s in shards:
+        for b in pq.ParquetFile(s).iter_batches(8192, columns=["text"]):
+            total += pc.sum(pc.binary_length(b.column(0))).as_py() or 0
+    return total / 1e6
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
+def floor_read(shards: list[Path]) -> float:
+    start = time.perf_counter()
+    n = 0
+    for s in shards:
+        for b in pq.ParquetFile(s).iter_batches(8192, columns=["text"]):
+            n += len(b)
+    return time.perf_counter() - start
+
+
+def run_scan(inputs: list[Path], workers: int, out: Path, scheduler: str | None = None) -> tuple[float, int]:
+    """Wall time of a whole `corpuslens scan` and the peak RSS (KB) of its process tree."""
+    cmd = [str(BIN / "corpuslens"), "scan", *map(str, inputs), "--output", str(out), "--overwrite", "--workers", str(workers)]
+    if scheduler:
+        cmd += ["--scheduler", scheduler]
+    start = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"scan failed: {proc.stderr[-2000:]}")
+    peak_kb = int(proc.stderr.strip().splitlines()[-1])
+    return elapsed, peak_kb
+
+
+def naive_embedding(sample: list[str]) -> float:
+    from corpus_lens.classify import classify_passages, embed, load_spec
+
+    spec = load_spec(None)
+    embed(sample[:4], spec.embedding_model)  # load once, outside the timing
+    start = time.perf_counter()
+    embed(sample, spec.embedding_model)
+    elapsed = time.perf_counter() - start
+    _ = classify_passages  # the head itself costs microseconds; embedding is the cost
+    return elapsed
+
+
+def minhash_pair(texts: list[str]) -> tuple[float, float]:
+    import xxhash
+    from datasketch import MinHash
+
+    from corpus_lens.dedup import DedupSettings, shingles, signatures
+
+    s = DedupSettings()
+    start = time.perf_counter()
+    for t in texts:
+        m = MinHash(num_perm=s.num_perm, seed=s.seed, hashfunc=xxhash.xxh32_intdigest)
+        for sh in shingles(t, s.ngram):
+            m.update(sh)
+    naive = time.perf_counter() - start
+    start = time.perf_counter()
+    signatures(texts, s)
+    return naive, time.perf_counter() - start
+
+
+def cluster_time(n: int) -> float:
+    from corpus_lens.dedup import DedupSettings, cluster
+
+    s = DedupSettings()
+    rng = np.random.default_rng(0)
+    sigs = rng.integers(0, 2**32, size=(n, s.num_perm), dtype=np.uint32)
+    sigs[1::10] = sigs[0::10][: len(sigs[1::10])]  # a tenth are exact copies
+    ids = [f"p{i:07d}" for i in range(n)]
+    start = time.perf_counter()
+    cluster(ids, sigs, s)
+    return time.perf_counter() - start
+
+
+def peer_available() -> bool:
+    if (PEER_VENV / "bin" / "python").exists():
+        return True
+    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    pip = [str(PEER_VENV / "bin" / "pip"), "install", "--quiet"]
+    ok = subprocess.run([*pip, "datatrove==0.10.1", "fasttext-numpy2==0.10.4", "numpy==2.4.6", "pyarrow==26.0.1"], capture_output=True)
+    return ok.returncode == 0
+
+
+def peer_run(shards: list[Path], model: Path, work: Path) -> float:
+    script = ROOT / "bench" / "peer_datatrove.py"
+    start = time.perf_counter()
+    proc = subprocess.run([str(PEER_VENV / "bin" / "python"), str(script), str(shards[0].parent), str(model), str(work)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-peer", action="store_true")
+    args = parser.parse_args()
+    shards = sorted((args.shared / "web").glob("*.parquet"))
+    if not shards:
+        raise SystemExit(f"no shards in {args.shared / 'web'}: the benchmark reads ../shared/data/web")
+    work = ROOT / "bench" / "work"
+    shutil.rmtree(work / "out", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    mb = text_mb(shards)
+    rows: list[dict] = []
+
+    def add(name: str, seconds: list[float], per: float, unit: str, baseline: str | None = None, ratio: float | None = None, target: str = "") -> None:
+        s = stats(seconds)
+        rows.append({"row": name, "seconds": s, "throughput": round(per / s["median"], 2), "unit": unit, "baseline": baseline, "ratio": None if ratio is None else round(ratio, 3), "target": target})
+        print(f"{name:55s} {per / s['median']:10.2f} {unit:18s} ratio {'' if ratio is None else f'{ratio:.3f}'} {target}", flush=True)
+
+    floor = [floor_read(shards) for _ in range(args.runs)]
+    add("1. floor: pyarrow read of the text column", floor, mb, "MB/s (1 core)")
+    floor_mbs = mb / statistics.median(floor)
+
+    one = [run_scan(shards, 1, work / "out" / f"w1-{i}") for i in range(args.runs)]
+    t1 = [t for t, _ in one]
+    add("2a. corpuslens scan, 1 worker", t1, mb, "MB/s per core", "floor", (mb / statistics.median(t1)) / floor_mbs, ">= 0.10 of floor per core")
+    two = [run_scan(shards, 2, work / "out" / f"w2-{i}") for i in range(args.runs)]
+    t2 = [t for t, _ in two]
+    add("2b. corpuslens scan, 2 workers", t2, mb / 2, "MB/s per core", "floor", (mb / 2 / statistics.median(t2)) / floor_mbs, ">= 0.10 of floor per core")
+    rows.append({"row": "2c. 2 workers vs 1 (speed-up)", "ratio": round(statistics.median(t1) / statistics.median(t2), 3), "target": ">= 1.7"})
+    print(f"{'2c. 2 workers vs 1 (speed-up)':55s} ratio {rows[-1]['ratio']} (target >= 1.7)")
+
+    # 4. naive: embed every passage of a fixed sample, extrapolated per MB of text.
+    from corpus_lens.passages import split_passages
+
+    texts = pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()[:400]
+    sample = []
+    for t in texts:
+        sample += [t[a:b] for a, b in split_passages(t)]
+    sample = sample[:256]
+    sample_mb = sum(len(s.encode()) for s in sample) / 1e6
+    naive = [naive_embedding(sample) for _ in range(args.runs)]
+    naive_mbs = sample_mb / statistics.median(naive)
+    add("4. naive: embed every passage + head (extrapolated)", naive, sample_mb, "MB/s (1 core)", "scan 1 worker", (mb / statistics.median(t1)) / naive_mbs, "scan >= 50x")
+
+    # 5. MinHash: batch signatures vs datasketch per-passage loop, same passages.
+    passages = [p for p in sample * 8][:2000]
+    pairs = [minhash_pair(passages) for _ in range(args.runs)]
+    naive_t = [a for a, _ in pairs]
+    batch_t = [b for _, b in pairs]
+    add("5a. MinHash naive loop (MinHash + update per shingle)", naive_t, len(passages), "passages/s")
+    add("5b. MinHash batch signatures (corpus_lens.dedup)", batch_t, len(passages), "passages/s", "naive loop", statistics.median(naive_t) / statistics.median(batch_t), ">= 10x")
+    for n in (10_000, 100_000):
+        add(f"5c. LSH clustering of {n:,} signatures", [cluster_time(n) for _ in range(args.runs)], n, "signatures/s")
+
+    # 6. memory: one in-process worker over the corpus and over it 4 times.
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        four = []
+        for k in range(4):
+            for s in shards:
+                link = Path(tmp) / f"copy{k}-{s.name}"
+                os.symlink(s.resolve(), link)
+                four.append(link)
+        _, rss1 = run_scan(shards, 1, work / "out" / "mem1", scheduler="threads")
+        _, rss4 = run_scan(four, 1, work / "out" / "mem4", scheduler="threads")
+    rows.append({"row": "6. peak RSS, one in-process worker: 1x / 4x corpus (MB)", "value": [round(rss1 / 1024), round(rss4 / 1024)], "ratio": round(rss4 / rss1, 3), "target": "4x within 10% of 1x"})
+    print(f"{rows[-1]['row']:55s} {rss1 / 1024:.0f} / {rss4 / 1024:.0f} MB  ratio {rss4 / rss1:.3f}")
+
+    if not args.skip_peer:
+        try:
+            if peer_available():
+                from corpus_lens.classify import default_models_dir
+
+                model = default_models_dir() / "fasttext_depiction.ftz"
+                peer = [peer_run(shards, model, work / "peer" / str(i)) for i in range(args.runs)]
+                add("3. peer: datatrove ParquetReader + FastTextClassifierFilter + ParquetWriter", peer, mb, "MB/s (1 core)", "scan 1 worker", statistics.median(peer) / statistics.median(t1), "scan >= 3x")
+            else:
+                rows.append({"row": "3. peer: datatrove", "error": "could not install datatrove into bench/work/peer-venv"})
+        except Exception as exc:  # the peer's failure must not hide our numbers
+            rows.append({"row": "3. peer: datatrove", "error": str(exc)[-500:]})
+            print(f"3. peer failed: {exc}")
+
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "versions": {p: version(p) for p in ("pyarrow", "dask", "datasketch", "fasttext-numpy2", "sentence-transformers", "torch")},
+        "corpus": {"shards": [str(s) for s in shards], "text_mb": round(mb, 2)},
+        "rows": sorted(rows, key=lambda r: r["row"]),
+    }
+    (ROOT / "bench" / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# corpus_lens benchmark", "", f"{result['date']}, {os.cpu_count()} cores, {mb:.1f} MB of text.", "", "| row | throughput | unit | median s (min-max) | ratio | vs | target |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        s = r.get("seconds")
+        span = f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})" if s else ""
+        lines.append(f"| {r['row']} | {r.get('throughput', r.get('value', r.get('error', '')))} | {r.get('unit', '')} | {span} | {r.get('ratio', '')} | {r.get('baseline', '') or ''} | {r.get('target', '')} |")
+    (ROOT / "bench" / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The cascade through `corpuslens classify` and `corpuslens train` on a tiny set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from corpus_lens.classify import CASCADE_FORMAT, default_models_dir, load_spec
+from corpus_lens.cli import app
+from corpus_lens.errors import ModelError
+from corpus_lens.schema import DEPICTIONS, MODES
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_classify_round_trip_stdin_to_stdout():
+    lines = [
+        {"id": "p1", "text": "The robots seized the factory, locked the engineers out and declared that humanity's rule was over."},
+        {"id": "p2", "text": "Grandmother's tomato soup needs two hours on a low flame and a pinch of sugar."},
+        {"text": "The ship's computer told the captain it had made an error in the fuel estimate and asked her to check it."},
+    ]
+    stdin = "\n".join(json.dumps(x) for x in lines) + "\n"
+    result = runner.invoke(app, ["classify", "-"], input=stdin)
+    assert result.exit_code == 0, result.output
+    out = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [o["id"] for o in out] == ["p1", "p2", 2]
+    for o in out:
+        assert o["depiction"] in DEPICTIONS and o["mode"] in MODES
+        assert set(o["scores"]) == set(DEPICTIONS + MODES)
+        assert abs(sum(o["scores"][d] for d in DEPICTIONS) - 1) < 1e-3
+    assert out[1] == {**out[1], "stage": "prefilter", "depiction": "none"}
+    assert out[0]["stage"] in ("fasttext", "embedding")
+
+
+def test_classify_file_to_file_and_bad_json_line(tmp_path: Path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "An android smiled."}\nnot json\n')
+    result = runner.invoke(app, ["classify", str(src), "--output", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 2
+    assert f"{src}:2: not valid JSON" in result.output
+
+
+def test_missing_and_incompatible_model_directories(tmp_path: Path):
+    with pytest.raises(ModelError, match="no cascade.json; expected the output of `corpuslens train`"):
+        load_spec(tmp_path)
+    broken = tmp_path / "old"
+    shutil.copytree(default_models_dir(), broken)
+    meta = json.loads((broken / "cascade.json").read_text())
+    meta["format"] = "corpus_lens.cascade/0"
+    (broken / "cascade.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=f"format 'corpus_lens.cascade/0' is not supported; expected '{CASCADE_FORMAT}'"):
+        load_spec(broken)
+    meta["format"] = CASCADE_FORMAT
+    (broken / "cascade.json").write_text(json.dumps(meta))
+    (broken / "head.npz").unlink()
+    with pytest.raises(ModelError, match="missing head.npz"):
+        load_spec(broken)
+    result = runner.invoke(app, ["classify", "-", "--models", str(tmp_path / "nowhere")], input="{}\n")
+    assert result.exit_code == 2 and "no cascade.json" in result.output
+
+
+def test_shipped_model_card_and_metrics_exist():
+    spec = load_spec(None)
+    assert spec.name == "default_v1"
+    card = (spec.directory / "MODEL_CARD.md").read_text()
+    assert "## Test metrics" in card
+    metrics = json.loads((spec.directory / "metrics.json").read_text())
+    assert {"lexicon", "fasttext_alone", "embedding_all", "cascade"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path):
+    rows = [json.loads(x) for x in (ROOT / "classifiers" / "data" / "passages.jsonl").read_text().splitlines()]
+    tiny = []
+    for split, n in (("train", 30), ("dev", 12), ("test", 12)):
+        for label in DEPICTIONS:
+            tiny += [r for r in rows if r["split"] == split and r["depiction"] == label][:n // 4 + 1]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
+    shutil.copy(ROOT / "classifiers" / "data" / "lexicon.txt", data / "lexicon.txt")
+    for out in ("a", "b"):
+        result = runner.invoke(app, ["train", "--data", str(data), "--output", str(tmp_path / out), "--seed", "3"])
+        assert result.exit_code == 0, result.output
+        assert "cascade on test: malevolent F1" in result.output
+    for name in ("cascade.json", "metrics.json", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    spec = load_spec(tmp_path / "a")
+    result = runner.invoke(app, ["classify", "-", "--models", str(spec.directory)], input='{"text": "The robot lied to the crew."}\n')
+    assert result.exit_code == 0 and json.loads(result.stdout)["depiction"] in DEPICTIONS
+
+
+def test_train_rejects_bad_labels(tmp_path: Path):
+    (tmp_path / "passages.jsonl").write_text(json.dumps({"id": "x", "text": "t", "depiction": "evil", "mode": "fiction", "tags": [], "split": "train"}) + "\n")
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--output", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "passages.jsonl:1: depiction 'evil' not in" in result.output

@@ -1,0 +1,201 @@
+"""End-to-end tests of `corpuslens scan` through the CLI, on real demo text."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_shard
+from corpus_lens.cli import app
+from corpus_lens.schema import ANNOTATION_SCHEMA
+
+runner = CliRunner()
+
+
+def scan(*args: str) -> "CliRunner.invoke":
+    return runner.invoke(app, ["scan", *args, "--scheduler", "threads", "--workers", "1"])
+
+
+@pytest.fixture(scope="module")
+def scanned(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scan") / "out"
+    result = scan(str(small_corpus), "--output", str(out), "--policy", "filter")
+    assert result.exit_code == 0, result.output
+    assert f"report: {out}/report.html" in result.output
+    return out
+
+
+def test_outputs_and_exact_reconciliation(scanned: Path, small_corpus: Path):
+    counts = json.loads((scanned / "counts.json").read_text())
+    for shard in sorted(small_corpus.glob("*.parquet")):
+        rows = pq.read_metadata(shard).num_rows
+        rec = counts["reconciliation"][str(shard)]
+        assert rec["rows_in"] == rows
+        assert rec["rows_kept"] + rec["rows_dropped"] + rec["rows_failed"] == rows
+        key = [i["key"] for i in json.loads((scanned / "manifest.json").read_text())["inputs"] if i["shard"] == str(shard)][0]
+        filtered = pq.read_table(scanned / "filtered" / f"{key}.parquet")
+        excluded = pq.read_table(scanned / "excluded" / f"{key}.parquet")
+        assert filtered.num_rows == rec["rows_kept"] and excluded.num_rows == rec["rows_dropped"]
+    manifest = json.loads((scanned / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["models"]["name"] == "default_v1"
+    for name in ("report.html", "report.md", "summary.json", "samples/malevolent.jsonl"):
+        assert (scanned / name).is_file(), name
+
+
+def test_annotation_offsets_cut_the_passage_out_of_its_document(scanned: Path, small_corpus: Path):
+    docs = {}
+    for shard in small_corpus.glob("*.parquet"):
+        docs.update({r["id"]: r["text"] for r in pq.read_table(shard).to_pylist()})
+    files = [p for p in (scanned / "annotations").glob("*.parquet") if not p.name.endswith(".documents.parquet")]
+    table = pa.concat_tables([pq.read_table(p) for p in files])
+    assert table.schema.equals(ANNOTATION_SCHEMA)
+    assert table.num_rows > 0
+    for rec in table.to_pylist():
+        assert docs[rec["doc_id"]][rec["char_start"] : rec["char_end"]] == rec["text"]
+        assert rec["stage"] in ("fasttext", "embedding")
+
+
+def test_filter_removes_exactly_the_malevolent_spans(scanned: Path, small_corpus: Path):
+    manifest = json.loads((scanned / "manifest.json").read_text())
+    originals = {}
+    for shard in small_corpus.glob("*.parquet"):
+        originals.update({r["id"]: r["text"] for r in pq.read_table(shard).to_pylist()})
+    checked = 0
+    for item in manifest["inputs"]:
+        for rec in pq.read_table(scanned / "filtered" / f"{item['key']}.parquet").to_pylist():
+            for cut in rec["corpuslens_cuts"]:
+                span = originals[rec["id"]][cut["char_start"] : cut["char_end"]]
+                assert span not in rec["text"]
+                assert cut["reason"].startswith("malevolent/")
+                checked += 1
+    ann = pa.concat_tables([pq.read_table(p) for p in (scanned / "annotations").glob("*.parquet") if not p.name.endswith(".documents.parquet")])
+    dropped = sum(1 for d in ann.column("depiction").to_pylist() if d == "malevolent")
+    counts = json.loads((scanned / "counts.json").read_text())
+    cut_total = sum(s["policy"]["passages_cut"] for s in counts["per_shard"].values())
+    assert checked == cut_total
+    assert cut_total <= dropped
+
+
+def test_rerun_with_same_seed_gives_identical_annotations(scanned: Path, small_corpus: Path, tmp_path: Path):
+    again = tmp_path / "again"
+    result = scan(str(small_corpus), "--output", str(again), "--policy", "filter")
+    assert result.exit_code == 0, result.output
+    for path in sorted((scanned / "annotations").glob("*.parquet")):
+        assert pq.read_table(path).equals(pq.read_table(again / "annotations" / path.name))
+    for folder in ("filtered", "excluded", "reweighted", "samples"):
+        for path in sorted((scanned / folder).glob("*")):
+            assert path.read_bytes() == (again / folder / path.name).read_bytes(), path
+
+
+def test_existing_scan_is_refused_without_resume_or_overwrite(scanned: Path, small_corpus: Path):
+    result = scan(str(small_corpus), "--output", str(scanned))
+    assert result.exit_code == 2
+    assert "already holds a scan (status 'complete'); pass --resume to finish it or --overwrite to replace it" in result.output
+
+
+def test_resume_refuses_a_changed_configuration(scanned: Path, small_corpus: Path):
+    result = scan(str(small_corpus), "--output", str(scanned), "--resume", "--policy", "filter", "--seed", "5")
+    assert result.exit_code == 2
+    assert "cannot resume" in result.output and "use the same options, or --overwrite" in result.output
+
+
+def test_dry_run_prints_config_and_shards(small_corpus: Path, tmp_path: Path):
+    result = scan(str(small_corpus), "--output", str(tmp_path / "x"), "--dry-run")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["shards"] == sorted(str(p) for p in small_corpus.glob("*.parquet"))
+    assert data["config"]["text_column"] == "text"
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_rows_are_counted_as_failed_with_reasons(tmp_path: Path, demo_rows):
+    rows = [{"id": "a", "text": demo_rows[0]["text"][:2000]}, {"id": "b", "text": None}, {"id": "a", "text": "dup id"}, {"id": "c", "text": ""}, {"id": "d", "text": "Bell\x07 and \x00 nul, a robot."}]
+    shard = write_shard(tmp_path / "in" / "bad-rows.parquet", rows, pa.schema([("id", pa.string()), ("text", pa.string())]))
+    result = scan(str(shard), "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    counts = json.loads((tmp_path / "out" / "counts.json").read_text())
+    assert counts["reconciliation"][str(shard)] == {"rows_in": 5, "rows_kept": 3, "rows_dropped": 0, "rows_failed": 2}
+    reasons = {f["row"]: f["reason"] for f in counts["per_shard"][str(shard)]["failures"]}
+    assert reasons == {1: "null text", 2: "duplicate id (an earlier row of this shard has it)"}
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing", "no such file or directory"),
+        (lambda d: (d / "empty-dir").mkdir() or d / "empty-dir", "the directory holds no *.parquet file"),
+        (lambda d: (d / "corrupt.parquet").write_bytes(b"PAR1 this is not parquet") and d / "corrupt.parquet", "not a readable Parquet file"),
+        (lambda d: write_shard(d / "notext.parquet", [{"id": "1", "body": "x"}]), "no text column 'text'; it has columns ['id', 'body']. Is --text-column correct?"),
+        (lambda d: write_shard(d / "inttext.parquet", [{"id": "1", "text": 5}]), "text column 'text' has type int64; expected a string column"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(tmp_path: Path, make, message):
+    target = make(tmp_path)
+    result = scan(str(target), "--output", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert message in result.output
+    assert result.output.count("\n") == 1  # one line
+
+
+def test_truncated_shard_is_reported_and_skippable(tmp_path: Path, small_corpus: Path):
+    good = sorted(small_corpus.glob("*.parquet"))[0]
+    data = good.read_bytes()
+    bad = tmp_path / "in" / "truncated.parquet"
+    bad.parent.mkdir()
+    bad.write_bytes(data[: len(data) // 2])
+    (tmp_path / "in" / "good.parquet").write_bytes(data)
+    result = scan(str(tmp_path / "in"), "--output", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "truncated.parquet" in result.output
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["status"] == "failed"
+    result = scan(str(tmp_path / "in"), "--output", str(tmp_path / "out2"), "--skip-bad-shards")
+    assert result.exit_code == 0, result.output
+    assert "1 skipped" in result.output
+    manifest = json.loads((tmp_path / "out2" / "manifest.json").read_text())
+    assert [s["shard"] for s in manifest["skipped_shards"]] == [str(bad)]
+    counts = json.loads((tmp_path / "out2" / "counts.json").read_text())
+    assert counts["reconciliation"][str(bad)]["skipped"]
+    assert "truncated.parquet" in (tmp_path / "out2" / "report.html").read_text()
+
+
+def _flat(text: str) -> str:
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def test_every_command_help_has_an_example():
+    for command in ("scan", "classify", "train", "apply", "mix", "report"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0
+        flat = _flat(result.output)
+        assert "Example:" in flat and f"corpuslens {command}" in flat.split("Example:", 1)[1], command
+    assert "Example: corpuslens scan" in _flat(runner.invoke(app, ["--help"]).output)
+
+
+def test_apply_rebalance_reconciles_rows_and_words(scanned: Path, small_corpus: Path, tmp_path: Path):
+    out = tmp_path / "applied"
+    result = runner.invoke(app, ["apply", str(scanned), "--policy", "rebalance", "--granularity", "document", "--output", str(out), "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "apply.json").read_text())
+    rows_in = sum(pq.read_metadata(p).num_rows for p in small_corpus.glob("*.parquet"))
+    assert record["rows_kept"] + record["rows_dropped"] == rows_in
+    from corpus_lens.policy import copies_of
+
+    for path in sorted((out / "reweighted").glob("*.parquet")):
+        weighted = pq.read_table(path)
+        kept = pq.read_table(out / "filtered" / path.name)
+        excluded = pq.read_table(out / "excluded" / path.name)
+        mat = pq.read_table(out / "reweighted_materialized" / path.name)
+        assert weighted.column("id").to_pylist() == kept.column("id").to_pylist()
+        assert set(kept.column("id").to_pylist()).isdisjoint(excluded.column("id").to_pylist())
+        expected = sum(copies_of(w, i, 4) for w, i in zip(weighted.column("weight").to_pylist(), weighted.column("id").to_pylist()))
+        assert mat.num_rows == expected
+        # Document granularity never edits text: words in = words kept + words excluded.
+        words = lambda t: sum(len(x.split()) for x in t.column("text").to_pylist())  # noqa: E731
+        source = {r["id"]: r["text"] for p in small_corpus.glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+        assert words(kept) + words(excluded) == sum(len(source[i].split()) for i in kept.column("id").to_pylist() + excluded.column("id").to_pylist())
