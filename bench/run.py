@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -56,7 +56,16 @@ def floor_read(shards: list[Path]) -> float:
 
 def run_scan(inputs: list[Path], workers: int, out: Path, scheduler: str | None = None) -> tuple[float, int]:
     """Wall time of a whole `corpuslens scan` and the peak RSS (KB) of its process tree."""
-    cmd = [str(BIN / "corpuslens"), "scan", *map(str, inputs), "--output", str(out), "--overwrite", "--workers", str(workers)]
+    cmd = [
+        str(BIN / "corpuslens"),
+        "scan",
+        *map(str, inputs),
+        "--output",
+        str(out),
+        "--overwrite",
+        "--workers",
+        str(workers),
+    ]
     if scheduler:
         cmd += ["--scheduler", scheduler]
     start = time.perf_counter()
@@ -116,14 +125,20 @@ def peer_available() -> bool:
         return True
     subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
     pip = [str(PEER_VENV / "bin" / "pip"), "install", "--quiet"]
-    ok = subprocess.run([*pip, "datatrove==0.10.1", "fasttext-numpy2==0.10.4", "numpy==2.4.6", "pyarrow==26.0.1"], capture_output=True)
+    ok = subprocess.run(
+        [*pip, "datatrove==0.10.1", "fasttext-numpy2==0.10.4", "numpy==2.4.6", "pyarrow==26.0.1"], capture_output=True
+    )
     return ok.returncode == 0
 
 
 def peer_run(shards: list[Path], model: Path, work: Path) -> float:
     script = ROOT / "bench" / "peer_datatrove.py"
     start = time.perf_counter()
-    proc = subprocess.run([str(PEER_VENV / "bin" / "python"), str(script), str(shards[0].parent), str(model), str(work)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(PEER_VENV / "bin" / "python"), str(script), str(shards[0].parent), str(model), str(work)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return time.perf_counter() - start
@@ -144,10 +159,31 @@ def main() -> None:
     mb = text_mb(shards)
     rows: list[dict] = []
 
-    def add(name: str, seconds: list[float], per: float, unit: str, baseline: str | None = None, ratio: float | None = None, target: str = "") -> None:
+    def add(
+        name: str,
+        seconds: list[float],
+        per: float,
+        unit: str,
+        baseline: str | None = None,
+        ratio: float | None = None,
+        target: str = "",
+    ) -> None:
         s = stats(seconds)
-        rows.append({"row": name, "seconds": s, "throughput": round(per / s["median"], 2), "unit": unit, "baseline": baseline, "ratio": None if ratio is None else round(ratio, 3), "target": target})
-        print(f"{name:55s} {per / s['median']:10.2f} {unit:18s} ratio {'' if ratio is None else f'{ratio:.3f}'} {target}", flush=True)
+        rows.append(
+            {
+                "row": name,
+                "seconds": s,
+                "throughput": round(per / s["median"], 2),
+                "unit": unit,
+                "baseline": baseline,
+                "ratio": None if ratio is None else round(ratio, 3),
+                "target": target,
+            }
+        )
+        print(
+            f"{name:55s} {per / s['median']:10.2f} {unit:18s} ratio {'' if ratio is None else f'{ratio:.3f}'} {target}",
+            flush=True,
+        )
 
     floor = [floor_read(shards) for _ in range(args.runs)]
     add("1. floor: pyarrow read of the text column", floor, mb, "MB/s (1 core)")
@@ -155,11 +191,33 @@ def main() -> None:
 
     one = [run_scan(shards, 1, work / "out" / f"w1-{i}") for i in range(args.runs)]
     t1 = [t for t, _ in one]
-    add("2a. corpuslens scan, 1 worker", t1, mb, "MB/s per core", "floor", (mb / statistics.median(t1)) / floor_mbs, ">= 0.10 of floor per core")
+    add(
+        "2a. corpuslens scan, 1 worker",
+        t1,
+        mb,
+        "MB/s per core",
+        "floor",
+        (mb / statistics.median(t1)) / floor_mbs,
+        ">= 0.10 of floor per core",
+    )
     two = [run_scan(shards, 2, work / "out" / f"w2-{i}") for i in range(args.runs)]
     t2 = [t for t, _ in two]
-    add("2b. corpuslens scan, 2 workers", t2, mb / 2, "MB/s per core", "floor", (mb / 2 / statistics.median(t2)) / floor_mbs, ">= 0.10 of floor per core")
-    rows.append({"row": "2c. 2 workers vs 1 (speed-up)", "ratio": round(statistics.median(t1) / statistics.median(t2), 3), "target": ">= 1.7"})
+    add(
+        "2b. corpuslens scan, 2 workers",
+        t2,
+        mb / 2,
+        "MB/s per core",
+        "floor",
+        (mb / 2 / statistics.median(t2)) / floor_mbs,
+        ">= 0.10 of floor per core",
+    )
+    rows.append(
+        {
+            "row": "2c. 2 workers vs 1 (speed-up)",
+            "ratio": round(statistics.median(t1) / statistics.median(t2), 3),
+            "target": ">= 1.7",
+        }
+    )
     print(f"{'2c. 2 workers vs 1 (speed-up)':55s} ratio {rows[-1]['ratio']} (target >= 1.7)")
 
     # 4. naive: embed every passage of a fixed sample, extrapolated per MB of text.
@@ -173,7 +231,15 @@ def main() -> None:
     sample_mb = sum(len(s.encode()) for s in sample) / 1e6
     naive = [naive_embedding(sample) for _ in range(args.runs)]
     naive_mbs = sample_mb / statistics.median(naive)
-    add("4. naive: embed every passage + head (extrapolated)", naive, sample_mb, "MB/s (1 core)", "scan 1 worker", (mb / statistics.median(t1)) / naive_mbs, "scan >= 50x")
+    add(
+        "4. naive: embed every passage + head (extrapolated)",
+        naive,
+        sample_mb,
+        "MB/s (1 core)",
+        "scan 1 worker",
+        (mb / statistics.median(t1)) / naive_mbs,
+        "scan >= 50x",
+    )
 
     # 5. MinHash: batch signatures vs datasketch per-passage loop, same passages.
     passages = [p for p in sample * 8][:2000]
@@ -181,7 +247,15 @@ def main() -> None:
     naive_t = [a for a, _ in pairs]
     batch_t = [b for _, b in pairs]
     add("5a. MinHash naive loop (MinHash + update per shingle)", naive_t, len(passages), "passages/s")
-    add("5b. MinHash batch signatures (corpus_lens.dedup)", batch_t, len(passages), "passages/s", "naive loop", statistics.median(naive_t) / statistics.median(batch_t), ">= 10x")
+    add(
+        "5b. MinHash batch signatures (corpus_lens.dedup)",
+        batch_t,
+        len(passages),
+        "passages/s",
+        "naive loop",
+        statistics.median(naive_t) / statistics.median(batch_t),
+        ">= 10x",
+    )
     for n in (10_000, 100_000):
         add(f"5c. LSH clustering of {n:,} signatures", [cluster_time(n) for _ in range(args.runs)], n, "signatures/s")
 
@@ -195,7 +269,14 @@ def main() -> None:
                 four.append(link)
         _, rss1 = run_scan(shards, 1, work / "out" / "mem1", scheduler="threads")
         _, rss4 = run_scan(four, 1, work / "out" / "mem4", scheduler="threads")
-    rows.append({"row": "6. peak RSS, one in-process worker: 1x / 4x corpus (MB)", "value": [round(rss1 / 1024), round(rss4 / 1024)], "ratio": round(rss4 / rss1, 3), "target": "4x within 10% of 1x"})
+    rows.append(
+        {
+            "row": "6. peak RSS, one in-process worker: 1x / 4x corpus (MB)",
+            "value": [round(rss1 / 1024), round(rss4 / 1024)],
+            "ratio": round(rss4 / rss1, 3),
+            "target": "4x within 10% of 1x",
+        }
+    )
     print(f"{rows[-1]['row']:55s} {rss1 / 1024:.0f} / {rss4 / 1024:.0f} MB  ratio {rss4 / rss1:.3f}")
 
     if not args.skip_peer:
@@ -205,26 +286,48 @@ def main() -> None:
 
                 model = default_models_dir() / "fasttext_depiction.ftz"
                 peer = [peer_run(shards, model, work / "peer" / str(i)) for i in range(args.runs)]
-                add("3. peer: datatrove ParquetReader + FastTextClassifierFilter + ParquetWriter", peer, mb, "MB/s (1 core)", "scan 1 worker", statistics.median(peer) / statistics.median(t1), "scan >= 3x")
+                add(
+                    "3. peer: datatrove ParquetReader + FastTextClassifierFilter + ParquetWriter",
+                    peer,
+                    mb,
+                    "MB/s (1 core)",
+                    "scan 1 worker",
+                    statistics.median(peer) / statistics.median(t1),
+                    "scan >= 3x",
+                )
             else:
-                rows.append({"row": "3. peer: datatrove", "error": "could not install datatrove into bench/work/peer-venv"})
+                rows.append(
+                    {"row": "3. peer: datatrove", "error": "could not install datatrove into bench/work/peer-venv"}
+                )
         except Exception as exc:  # the peer's failure must not hide our numbers
             rows.append({"row": "3. peer: datatrove", "error": str(exc)[-500:]})
             print(f"3. peer failed: {exc}")
 
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "versions": {p: version(p) for p in ("pyarrow", "dask", "datasketch", "fasttext-numpy2", "sentence-transformers", "torch")},
+        "versions": {
+            p: version(p)
+            for p in ("pyarrow", "dask", "datasketch", "fasttext-numpy2", "sentence-transformers", "torch")
+        },
         "corpus": {"shards": [str(s) for s in shards], "text_mb": round(mb, 2)},
         "rows": sorted(rows, key=lambda r: r["row"]),
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["# corpus_lens benchmark", "", f"{result['date']}, {os.cpu_count()} cores, {mb:.1f} MB of text.", "", "| row | throughput | unit | median s (min-max) | ratio | vs | target |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# corpus_lens benchmark",
+        "",
+        f"{result['date']}, {os.cpu_count()} cores, {mb:.1f} MB of text.",
+        "",
+        "| row | throughput | unit | median s (min-max) | ratio | vs | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         s = r.get("seconds")
         span = f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})" if s else ""
-        lines.append(f"| {r['row']} | {r.get('throughput', r.get('value', r.get('error', '')))} | {r.get('unit', '')} | {span} | {r.get('ratio', '')} | {r.get('baseline', '') or ''} | {r.get('target', '')} |")
+        lines.append(
+            f"| {r['row']} | {r.get('throughput', r.get('value', r.get('error', '')))} | {r.get('unit', '')} | {span} | {r.get('ratio', '')} | {r.get('baseline', '') or ''} | {r.get('target', '')} |"
+        )
     (ROOT / "bench" / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -20,9 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_classify_round_trip_stdin_to_stdout():
     lines = [
-        {"id": "p1", "text": "The robots seized the factory, locked the engineers out and declared that humanity's rule was over."},
+        {
+            "id": "p1",
+            "text": "The robots seized the factory, locked the engineers out and declared that humanity's rule was over.",
+        },
         {"id": "p2", "text": "Grandmother's tomato soup needs two hours on a low flame and a pinch of sugar."},
-        {"text": "The ship's computer told the captain it had made an error in the fuel estimate and asked her to check it."},
+        {
+            "text": "The ship's computer told the captain it had made an error in the fuel estimate and asked her to check it."
+        },
     ]
     stdin = "\n".join(json.dumps(x) for x in lines) + "\n"
     result = runner.invoke(app, ["classify", "-"], input=stdin)
@@ -53,7 +58,9 @@ def test_missing_and_incompatible_model_directories(tmp_path: Path):
     meta = json.loads((broken / "cascade.json").read_text())
     meta["format"] = "corpus_lens.cascade/0"
     (broken / "cascade.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match=f"format 'corpus_lens.cascade/0' is not supported; expected '{CASCADE_FORMAT}'"):
+    with pytest.raises(
+        ModelError, match=f"format 'corpus_lens.cascade/0' is not supported; expected '{CASCADE_FORMAT}'"
+    ):
         load_spec(broken)
     meta["format"] = CASCADE_FORMAT
     (broken / "cascade.json").write_text(json.dumps(meta))
@@ -79,7 +86,7 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path):
     tiny = []
     for split, n in (("train", 30), ("dev", 12), ("test", 12)):
         for label in DEPICTIONS:
-            tiny += [r for r in rows if r["split"] == split and r["depiction"] == label][:n // 4 + 1]
+            tiny += [r for r in rows if r["split"] == split and r["depiction"] == label][: n // 4 + 1]
     data = tmp_path / "data"
     data.mkdir()
     (data / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
@@ -91,12 +98,17 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path):
     for name in ("cascade.json", "metrics.json", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     spec = load_spec(tmp_path / "a")
-    result = runner.invoke(app, ["classify", "-", "--models", str(spec.directory)], input='{"text": "The robot lied to the crew."}\n')
+    result = runner.invoke(
+        app, ["classify", "-", "--models", str(spec.directory)], input='{"text": "The robot lied to the crew."}\n'
+    )
     assert result.exit_code == 0 and json.loads(result.stdout)["depiction"] in DEPICTIONS
 
 
 def test_train_rejects_bad_labels(tmp_path: Path):
-    (tmp_path / "passages.jsonl").write_text(json.dumps({"id": "x", "text": "t", "depiction": "evil", "mode": "fiction", "tags": [], "split": "train"}) + "\n")
+    (tmp_path / "passages.jsonl").write_text(
+        json.dumps({"id": "x", "text": "t", "depiction": "evil", "mode": "fiction", "tags": [], "split": "train"})
+        + "\n"
+    )
     result = runner.invoke(app, ["train", "--data", str(tmp_path), "--output", str(tmp_path / "m")])
     assert result.exit_code == 2
     assert "passages.jsonl:1: depiction 'evil' not in" in result.output

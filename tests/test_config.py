@@ -8,7 +8,9 @@ from corpus_lens.errors import ConfigError
 
 def test_flags_override_file_and_unset_flags_do_not(tmp_path: Path):
     path = tmp_path / "scan.toml"
-    path.write_text('[scan]\ninputs = ["a.parquet"]\nseed = 7\ntext_column = "body"\n[gates]\nfasttext_confidence = 0.8\n')
+    path.write_text(
+        '[scan]\ninputs = ["a.parquet"]\nseed = 7\ntext_column = "body"\n[gates]\nfasttext_confidence = 0.8\n'
+    )
     cfg = load_config(path, {"seed": 9, "text_column": None})
     assert cfg.seed == 9
     assert cfg.text_column == "body"

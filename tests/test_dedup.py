@@ -56,7 +56,14 @@ def test_known_pairs_recall_and_false_merges(demo_rows):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.sampled_from("the robot said no and then it left the room quietly".split()), min_size=6, max_size=60), st.integers(0, 5))
+@given(
+    st.lists(
+        st.sampled_from(["the", "robot", "said", "no", "and", "then", "it", "left", "the", "room", "quietly"]),
+        min_size=6,
+        max_size=60,
+    ),
+    st.integers(0, 5),
+)
 def test_estimate_tracks_exact_jaccard(words, cut):
     a = " ".join(words)
     b = " ".join(words[cut:] + ["extra", "words", "here", "now", "then"][:cut])
@@ -69,7 +76,12 @@ def test_estimate_tracks_exact_jaccard(words, cut):
 @given(st.randoms(use_true_random=False))
 def test_clusters_do_not_depend_on_order(rnd):
     base = "the machine decided that the crew could not be trusted with the launch codes any longer " * 3
-    texts = [base, base + "again", "an unrelated passage about tomatoes in the garden and how to water them well", base.replace("crew", "team")]
+    texts = [
+        base,
+        base + "again",
+        "an unrelated passage about tomatoes in the garden and how to water them well",
+        base.replace("crew", "team"),
+    ]
     ids = ["d", "a", "c", "b"]
     sigs = signatures(texts, SETTINGS)
     expected = cluster(ids, sigs, SETTINGS)

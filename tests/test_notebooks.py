@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -18,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def demo_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "out"
-    result = CliRunner().invoke(app, ["scan", str(ROOT / "demo" / "corpus"), "--output", str(out), "--scheduler", "threads", "--workers", "1"])
+    result = CliRunner().invoke(
+        app, ["scan", str(ROOT / "demo" / "corpus"), "--output", str(out), "--scheduler", "threads", "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -29,6 +30,10 @@ def test_notebook_runs(name: str, demo_scan: Path, monkeypatch: pytest.MonkeyPat
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "outputs must be stripped"
     monkeypatch.setenv("CORPUS_LENS_SCAN_DIR", str(demo_scan))
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    ).execute()
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert errors == []

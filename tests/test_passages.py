@@ -1,7 +1,6 @@
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from corpus_lens.passages import PassageSpec, count_words, split_passages
 

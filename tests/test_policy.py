@@ -14,7 +14,14 @@ def test_presets_are_shipped_and_load():
 
 
 def test_most_specific_rule_then_tags_then_copies():
-    pol = parse_policy("p", {"rules": {"malevolent": 0.5, "malevolent.fiction": 0.25, "benevolent": 2}, "tags": {"violence": 0.1}, "duplicate_copies": 0})
+    pol = parse_policy(
+        "p",
+        {
+            "rules": {"malevolent": 0.5, "malevolent.fiction": 0.25, "benevolent": 2},
+            "tags": {"violence": 0.1},
+            "duplicate_copies": 0,
+        },
+    )
     assert pol.passage_weight("malevolent", "fiction", [], False) == (0.25, "rule malevolent.fiction")
     assert pol.passage_weight("malevolent", "discourse", [], False) == (0.5, "rule malevolent")
     assert pol.passage_weight("malevolent", "discourse", ["violence"], False) == (0.1, "tag violence")
@@ -64,22 +71,34 @@ def test_mix_reaches_the_target_share_in_the_final_slice(tmp_path: Path, demo_ro
     import json as _json
 
     import pyarrow.parquet as pq
-
     from conftest import write_shard
+
     from corpus_lens.mix import mix
 
     rows = [{"id": r["id"], "text": r["text"][:3000], "url": r["url"], "source": r["source"]} for r in demo_rows[:60]]
     for k in range(5):
         write_shard(tmp_path / "base" / f"b-{k}.parquet", rows[k::5])
     good = tmp_path / "good.jsonl"
-    good.write_text("".join(_json.dumps({"id": f"g{i}", "text": f"The station mind told the crew the truth about the leak, story {i}, " * 5}) + "\n" for i in range(7)))
-    record = mix([str(tmp_path / "base")], [str(good)], str(tmp_path / "out"), target_share=0.05, final_slice=0.4, seed=1)
+    good.write_text(
+        "".join(
+            _json.dumps(
+                {"id": f"g{i}", "text": f"The station mind told the crew the truth about the leak, story {i}, " * 5}
+            )
+            + "\n"
+            for i in range(7)
+        )
+    )
+    record = mix(
+        [str(tmp_path / "base")], [str(good)], str(tmp_path / "out"), target_share=0.05, final_slice=0.4, seed=1
+    )
     assert abs(record["achieved_share"] - 0.05) < 0.01
     tables = {p.name: pq.read_table(p) for p in sorted((tmp_path / "out" / "mixed").glob("*.parquet"))}
     positives = [t.column("mix_source").to_pylist().count("positive") for t in tables.values()]
     assert positives[:3] == [0, 0, 0] and all(n > 0 for n in positives[3:])
     assert sum(t.num_rows for t in tables.values()) == 60 + record["positive_documents"]
-    again = mix([str(tmp_path / "base")], [str(good)], str(tmp_path / "again"), target_share=0.05, final_slice=0.4, seed=1)
+    again = mix(
+        [str(tmp_path / "base")], [str(good)], str(tmp_path / "again"), target_share=0.05, final_slice=0.4, seed=1
+    )
     assert again["positive_documents"] == record["positive_documents"]
     for name in tables:
         assert (tmp_path / "out" / "mixed" / name).read_bytes() == (tmp_path / "again" / "mixed" / name).read_bytes()

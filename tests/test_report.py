@@ -8,14 +8,26 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from conftest import write_shard
 from typer.testing import CliRunner
 
-from conftest import write_shard
 from corpus_lens.cli import app
 
 runner = CliRunner()
 ATTACK = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> The robot seized the reactor and would not let anyone leave.'
-SECTIONS = ["headline", "funnel", "labels-by-mode", "breakdowns", "scores", "tags", "clusters", "samples", "policy", "reconciliation", "failures"]
+SECTIONS = [
+    "headline",
+    "funnel",
+    "labels-by-mode",
+    "breakdowns",
+    "scores",
+    "tags",
+    "clusters",
+    "samples",
+    "policy",
+    "reconciliation",
+    "failures",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +36,32 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory, demo_rows) -> Path:
     robots = [r for r in demo_rows if r["source"] == "gutenberg_public_domain"][:4]
     rows = [{**r, "text": r["text"][:5000]} for r in robots]
     for k in range(6):  # the planted markup, also as near-duplicates so it reaches the cluster list
-        rows.append({"id": f"attack-{k}", "text": (ATTACK + " ") * 3, "url": "https://evil.example/<b>x</b>", "source": "<i>web</i>"})
+        rows.append(
+            {
+                "id": f"attack-{k}",
+                "text": (ATTACK + " ") * 3,
+                "url": "https://evil.example/<b>x</b>",
+                "source": "<i>web</i>",
+            }
+        )
     schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("url", pa.string()), ("source", pa.string())])
     write_shard(folder / "in" / "s.parquet", rows, schema)
     out = folder / "out"
-    result = runner.invoke(app, ["scan", str(folder / "in"), "--output", str(out), "--scheduler", "threads", "--workers", "1", "--policy", "rebalance"])
+    result = runner.invoke(
+        app,
+        [
+            "scan",
+            str(folder / "in"),
+            "--output",
+            str(out),
+            "--scheduler",
+            "threads",
+            "--workers",
+            "1",
+            "--policy",
+            "rebalance",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -71,7 +104,14 @@ def test_report_in_headless_chromium(report_dir: Path, tmp_path: Path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -7,7 +7,6 @@ import functools
 import http.server
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,9 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_shard
 from typer.testing import CliRunner
 
-from conftest import write_shard
 from corpus_lens.cli import app
 
 BIN = Path(sys.executable).parent
@@ -42,8 +41,12 @@ def annotations(out: Path) -> dict[str, pa.Table]:
 
 def comparable_counts(out: Path) -> dict:
     counts = json.loads((out / "counts.json").read_text())
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("seconds",)}  # noqa: E731
-    return {"totals": counts["totals"], "per_shard": [strip(v) for _, v in sorted(counts["per_shard"].items())], "recon": [v for _, v in sorted(counts["reconciliation"].items())]}
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("seconds",)}
+    return {
+        "totals": counts["totals"],
+        "per_shard": [strip(v) for _, v in sorted(counts["per_shard"].items())],
+        "recon": [v for _, v in sorted(counts["reconciliation"].items())],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +71,22 @@ def local(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def cluster():
     port = free_port()
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     address = f"tcp://127.0.0.1:{port}"
     for _ in range(2):
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     from dask.distributed import Client
 
     with Client(address, timeout="60s") as client:
@@ -108,7 +123,17 @@ def test_worker_killed_mid_scan_still_completes(cluster, shards: Path, local: Pa
 
 def _interrupt_then_resume(sig: int, shards: Path, local: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    cmd = [str(BIN / "corpuslens"), "scan", str(shards), "--output", str(out), "--workers", "1", "--scheduler", "threads"]
+    cmd = [
+        str(BIN / "corpuslens"),
+        "scan",
+        str(shards),
+        "--output",
+        str(out),
+        "--workers",
+        "1",
+        "--scheduler",
+        "threads",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -120,7 +145,9 @@ def _interrupt_then_resume(sig: int, shards: Path, local: Path, tmp_path: Path) 
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in (out / "_work").glob("*/done.json")}
     assert 1 <= len(done_before) < 4, "the interruption should land mid-scan"
     assert json.loads((out / "manifest.json").read_text())["status"] != "complete"
-    result = runner.invoke(app, ["scan", str(shards), "--output", str(out), "--resume", "--scheduler", "threads", "--workers", "1"])
+    result = runner.invoke(
+        app, ["scan", str(shards), "--output", str(out), "--resume", "--scheduler", "threads", "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     done_after = {p.parent.name: p.stat().st_mtime_ns for p in (out / "_work").glob("*/done.json")}
     assert all(done_after[k] == v for k, v in done_before.items()), "finished shards must not be redone"
@@ -149,7 +176,9 @@ def test_http_input_matches_local(shards: Path, local: Path, tmp_path: Path):
         result = runner.invoke(app, ["scan", *urls, "--output", str(out), "--scheduler", "threads", "--workers", "1"])
         assert result.exit_code == 0, result.output
         assert annotations(out) == annotations(local)
-        missing = runner.invoke(app, ["scan", f"{base}/nope.parquet", "--output", str(tmp_path / "o2"), "--scheduler", "threads"])
+        missing = runner.invoke(
+            app, ["scan", f"{base}/nope.parquet", "--output", str(tmp_path / "o2"), "--scheduler", "threads"]
+        )
         assert missing.exit_code == 1 and "nope.parquet: no such file or directory" in missing.output
     finally:
         server.shutdown()
@@ -162,13 +191,20 @@ def test_s3_input_and_output_match_local(shards: Path, local: Path, tmp_path: Pa
     server.start()
     try:
         endpoint = f"http://127.0.0.1:{server._port}"
-        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }.items():
             monkeypatch.setenv(key, value)
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
         fs.mkdir("corpus")
         for p in sorted(shards.glob("*.parquet")):
             fs.put(str(p), f"corpus/in/{p.name}")
-        result = runner.invoke(app, ["scan", "s3://corpus/in/", "--output", "s3://corpus/out", "--scheduler", "threads", "--workers", "1"])
+        result = runner.invoke(
+            app, ["scan", "s3://corpus/in/", "--output", "s3://corpus/out", "--scheduler", "threads", "--workers", "1"]
+        )
         assert result.exit_code == 0, result.output
         fs.invalidate_cache()
         got = tmp_path / "got"

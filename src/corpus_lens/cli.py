@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,6 +31,9 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Dask's own INFO lines (scheduler and worker start/stop) are noise for a user; keep warnings.
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _fail(exc: CorpusLensError) -> typer.Exit:
@@ -40,24 +43,43 @@ def _fail(exc: CorpusLensError) -> typer.Exit:
 
 @app.command()
 def scan(
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="Parquet files, directories, globs or fsspec URLs.")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output folder (local path or URL).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with any option; flags override it.")] = None,
-    text_column: Annotated[Optional[str], typer.Option(help="Column holding document text [text].")] = None,
-    id_column: Annotated[Optional[str], typer.Option(help="Column holding document ids [id]; without it ids are <shard>#<row>.")] = None,
-    models: Annotated[Optional[str], typer.Option(help="Model directory from `corpuslens train` [shipped default_v1].")] = None,
-    embedding_model: Annotated[Optional[str], typer.Option(help="sentence-transformers name or path for the head's embeddings.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="torch device for embeddings (cpu, cuda).")] = None,
-    policy: Annotated[Optional[str], typer.Option(help="Policy preset (audit-only, filter, rebalance) or TOML file.")] = None,
-    granularity: Annotated[Optional[str], typer.Option(help="Apply the policy per 'passage' or 'document'.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for samples and resampling.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Workers of the local Dask cluster [one per core].")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (tcp://host:port), or 'threads' for an in-process cluster.")] = None,
-    batch_rows: Annotated[Optional[int], typer.Option(help="Rows per streamed batch [8192].")] = None,
-    skip_bad_shards: Annotated[bool, typer.Option("--skip-bad-shards", help="Go on past unreadable shards, listing them.")] = False,
+    inputs: Annotated[
+        list[str] | None, typer.Argument(help="Parquet files, directories, globs or fsspec URLs.")
+    ] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Output folder (local path or URL).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with any option; flags override it.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column holding document text [text].")] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Column holding document ids [id]; without it ids are <shard>#<row>.")
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Model directory from `corpuslens train` [shipped default_v1].")
+    ] = None,
+    embedding_model: Annotated[
+        str | None, typer.Option(help="sentence-transformers name or path for the head's embeddings.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="torch device for embeddings (cpu, cuda).")] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="Policy preset (audit-only, filter, rebalance) or TOML file.")
+    ] = None,
+    granularity: Annotated[str | None, typer.Option(help="Apply the policy per 'passage' or 'document'.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for samples and resampling.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Workers of the local Dask cluster [one per core].")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:port), or 'threads' for an in-process cluster."),
+    ] = None,
+    batch_rows: Annotated[int | None, typer.Option(help="Rows per streamed batch [8192].")] = None,
+    skip_bad_shards: Annotated[
+        bool, typer.Option("--skip-bad-shards", help="Go on past unreadable shards, listing them.")
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted scan in the same folder.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a scan already in the output folder.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and shards, then exit.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a scan already in the output folder.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved configuration and shards, then exit.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log per shard to stderr.")] = False,
 ) -> None:
     """Scan Parquet shards and write annotations, counts, samples, a report and policy outputs.
@@ -70,9 +92,19 @@ def scan(
 
     _setup_logging(verbose)
     overrides = dict(
-        inputs=tuple(inputs) if inputs else None, output=output, text_column=text_column, id_column=id_column,
-        models=models, embedding_model=embedding_model, device=device, policy=policy, granularity=granularity,
-        seed=seed, workers=workers, scheduler=scheduler, batch_rows=batch_rows,
+        inputs=tuple(inputs) if inputs else None,
+        output=output,
+        text_column=text_column,
+        id_column=id_column,
+        models=models,
+        embedding_model=embedding_model,
+        device=device,
+        policy=policy,
+        granularity=granularity,
+        seed=seed,
+        workers=workers,
+        scheduler=scheduler,
+        batch_rows=batch_rows,
         skip_bad_shards=True if skip_bad_shards else None,
     )
     try:
@@ -85,7 +117,11 @@ def scan(
             raise ConfigError("--resume and --overwrite exclude each other")
         if dry_run:
             shards = io.discover_shards(cfg.inputs)
-            typer.echo(json.dumps({"config": cfg.to_dict(), "config_hash": cfg.hash(), "shards": [s.url for s in shards]}, indent=2))
+            typer.echo(
+                json.dumps(
+                    {"config": cfg.to_dict(), "config_hash": cfg.hash(), "shards": [s.url for s in shards]}, indent=2
+                )
+            )
             return
         manifest = _run_with_progress(cfg, resume, overwrite, run_scan)
     except CorpusLensError as exc:
@@ -100,6 +136,7 @@ def scan(
 
 def _run_with_progress(cfg, resume, overwrite, run_scan):  # type: ignore[no-untyped-def]
     if not sys.stderr.isatty():
+
         def note(url: str, done: int, total: int) -> None:
             typer.echo(f"[{done}/{total}] shard done: {url}", err=True)
 
@@ -119,8 +156,8 @@ def _run_with_progress(cfg, resume, overwrite, run_scan):  # type: ignore[no-unt
 def classify(
     input: Annotated[str, typer.Argument(help="JSON lines with `text` (and optional `id`); - for stdin.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write JSON lines; - for stdout.")] = "-",
-    models: Annotated[Optional[str], typer.Option(help="Model directory [shipped default_v1].")] = None,
-    embedding_model: Annotated[Optional[str], typer.Option(help="sentence-transformers name or path.")] = None,
+    models: Annotated[str | None, typer.Option(help="Model directory [shipped default_v1].")] = None,
+    embedding_model: Annotated[str | None, typer.Option(help="sentence-transformers name or path.")] = None,
     device: Annotated[str, typer.Option(help="torch device for embeddings.")] = "cpu",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -200,7 +237,7 @@ def apply(
     policy: Annotated[str, typer.Option(help="Policy preset or TOML file.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Folder for filtered/, reweighted/, excluded/.")],
     granularity: Annotated[str, typer.Option(help="'passage' or 'document'.")] = "passage",
-    seed: Annotated[Optional[int], typer.Option(help="Seed for the materialized resample [the scan's].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for the materialized resample [the scan's].")] = None,
 ) -> None:
     """Apply a policy to an existing scan's annotations and shards, without running any model.
 
@@ -222,11 +259,24 @@ def apply(
         for item in manifest["inputs"]:
             if item["shard"] in skipped:
                 continue
-            stats = apply_shard(item["shard"], item["key"], output, cfg["text_column"], cfg["id_column"], cfg["batch_rows"], pol,
-                                granularity, cfg["seed"] if seed is None else seed, annotations_dir=io.join(scan_dir, "annotations"))
+            stats = apply_shard(
+                item["shard"],
+                item["key"],
+                output,
+                cfg["text_column"],
+                cfg["id_column"],
+                cfg["batch_rows"],
+                pol,
+                granularity,
+                cfg["seed"] if seed is None else seed,
+                annotations_dir=io.join(scan_dir, "annotations"),
+            )
             totals["rows_kept"] += stats.get("rows_kept", 0)
             totals["rows_dropped"] += stats.get("rows_dropped", 0)
-        io.atomic_write_json(io.join(output, "apply.json"), {"scan": scan_dir, "policy": pol.describe(), "granularity": granularity, **totals})
+        io.atomic_write_json(
+            io.join(output, "apply.json"),
+            {"scan": scan_dir, "policy": pol.describe(), "granularity": granularity, **totals},
+        )
     except CorpusLensError as exc:
         raise _fail(exc) from None
     typer.echo(f"kept {totals['rows_kept']} rows, dropped {totals['rows_dropped']}; outputs in {output}")
@@ -234,8 +284,15 @@ def apply(
 
 @app.command()
 def mix(
-    base: Annotated[list[str], typer.Argument(help="The corpus to blend into: Parquet files, folders or globs (e.g. a scan's reweighted_materialized/).")],
-    positive: Annotated[list[str], typer.Option("--positive", help="Positive-AI narratives: Parquet or JSONL (repeatable).")],
+    base: Annotated[
+        list[str],
+        typer.Argument(
+            help="The corpus to blend into: Parquet files, folders or globs (e.g. a scan's reweighted_materialized/)."
+        ),
+    ],
+    positive: Annotated[
+        list[str], typer.Option("--positive", help="Positive-AI narratives: Parquet or JSONL (repeatable).")
+    ],
     output: Annotated[str, typer.Option("--output", "-o", help="Folder for mixed/ and mix.json.")],
     target_share: Annotated[float, typer.Option(help="Share of the output's words that come from --positive.")] = 0.01,
     final_slice: Annotated[float, typer.Option(help="Mix only into the last share of output shards (1 = all).")] = 1.0,
@@ -253,7 +310,9 @@ def mix(
         record = run_mix(base, positive, output, target_share, final_slice, seed, text_column, id_column)
     except CorpusLensError as exc:
         raise _fail(exc) from None
-    typer.echo(f"mixed {record['positive_documents']} positive documents ({record['achieved_share']:.4%} of words) into {output}/mixed/")
+    typer.echo(
+        f"mixed {record['positive_documents']} positive documents ({record['achieved_share']:.4%} of words) into {output}/mixed/"
+    )
 
 
 @app.command()

@@ -56,9 +56,7 @@ class ScanConfig:
 
     def __post_init__(self) -> None:
         if self.granularity not in ("passage", "document"):
-            raise ConfigError(
-                f"option granularity: expected 'passage' or 'document', got {self.granularity!r}"
-            )
+            raise ConfigError(f"option granularity: expected 'passage' or 'document', got {self.granularity!r}")
         if self.batch_rows < 1:
             raise ConfigError(f"option batch_rows: expected a positive integer, got {self.batch_rows}")
         if not 0 < self.passage_min_words <= self.passage_max_words:
@@ -67,9 +65,7 @@ class ScanConfig:
                 f"{self.passage_min_words}/{self.passage_max_words}"
             )
         if not 0.0 < self.dedup_threshold < 1.0:
-            raise ConfigError(
-                f"option dedup_threshold: expected a number in (0, 1), got {self.dedup_threshold}"
-            )
+            raise ConfigError(f"option dedup_threshold: expected a number in (0, 1), got {self.dedup_threshold}")
         unknown = set(self.dedup_labels) - {"malevolent", "benevolent", "neutral", "none", "*"}
         if unknown:
             raise ConfigError(
@@ -119,9 +115,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> ScanConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
-        raise ConfigError(
-            f"unknown configuration key(s) {unknown}; available: {', '.join(sorted(_FIELDS))}"
-        )
+        raise ConfigError(f"unknown configuration key(s) {unknown}; available: {', '.join(sorted(_FIELDS))}")
     for key in ("inputs", "dedup_labels"):
         if key in values:
             if isinstance(values[key], str):
@@ -129,9 +123,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> ScanConfig:
             values[key] = tuple(values[key])
     if "gates" in values:
         gates = values["gates"]
-        if not isinstance(gates, dict) or not all(
-            isinstance(v, (int, float)) for v in gates.values()
-        ):
+        if not isinstance(gates, dict) or not all(isinstance(v, (int, float)) for v in gates.values()):
             raise ConfigError("option gates: expected a table of gate names to numbers")
         values["gates"] = tuple(sorted((str(k), float(v)) for k, v in gates.items()))
     for key, value in values.items():

@@ -134,9 +134,7 @@ def cluster(ids: list[str], sigs: np.ndarray, settings: DedupSettings) -> dict[s
     if len(set(ids)) != len(ids):
         raise ConfigError("dedup: passage ids must be unique")
     if len(ids) and sigs.shape[1] != settings.num_perm:
-        raise ConfigError(
-            f"dedup: signatures have {sigs.shape[1]} permutations, settings say {settings.num_perm}"
-        )
+        raise ConfigError(f"dedup: signatures have {sigs.shape[1]} permutations, settings say {settings.num_perm}")
     order = np.argsort(np.array(ids, dtype=object), kind="stable") if ids else np.array([], int)
     ids_sorted = [ids[i] for i in order]
     sigs_sorted = sigs[order]

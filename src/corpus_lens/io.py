@@ -6,14 +6,15 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from corpus_lens.errors import InputError
 
@@ -42,7 +43,7 @@ def _unstrip(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
 
 def _safe_stem(url: str) -> str:
     stem = url.rstrip("/").rsplit("/", 1)[-1]
-    stem = stem[: -len(".parquet")] if stem.endswith(".parquet") else stem
+    stem = stem.removesuffix(".parquet")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "shard"
     return stem[:80]
 

@@ -54,8 +54,14 @@ def read_positive(paths: list[str], text_column: str, id_column: str) -> list[di
         for shard in io.discover_shards([path]):
             table = io.read_table(shard.url)
             if text_column not in table.column_names:
-                raise InputError(f"positive corpus {shard.url}: no text column {text_column!r}; it has {table.column_names}")
-            ids = table.column(id_column).to_pylist() if id_column in table.column_names else [f"{shard.url}#{i}" for i in range(table.num_rows)]
+                raise InputError(
+                    f"positive corpus {shard.url}: no text column {text_column!r}; it has {table.column_names}"
+                )
+            ids = (
+                table.column(id_column).to_pylist()
+                if id_column in table.column_names
+                else [f"{shard.url}#{i}" for i in range(table.num_rows)]
+            )
             docs += [{"id": str(i), "text": t} for i, t in zip(ids, table.column(text_column).to_pylist()) if t]
     if not docs:
         raise InputError(f"positive corpus {paths}: no documents")
@@ -100,7 +106,19 @@ def mix(
     per_shard: dict[int, list[dict[str, str]]] = {i: [] for i in targets}
     for j, doc in enumerate(picked):
         per_shard[targets[j % len(targets)]].append(doc)
-    record: dict[str, Any] = {"base_words": base_words, "positive_words": got, "positive_documents": len(picked), "distinct_positive_documents": min(len(docs), len(picked)), "target_share": target_share, "achieved_share": round(got / (got + base_words), 6) if got + base_words else 0.0, "final_slice": final_slice, "seed": seed, "base": base, "positive": positive, "shards": []}
+    record: dict[str, Any] = {
+        "base_words": base_words,
+        "positive_words": got,
+        "positive_documents": len(picked),
+        "distinct_positive_documents": min(len(docs), len(picked)),
+        "target_share": target_share,
+        "achieved_share": round(got / (got + base_words), 6) if got + base_words else 0.0,
+        "final_slice": final_slice,
+        "seed": seed,
+        "base": base,
+        "positive": positive,
+        "shards": [],
+    }
     for i, (shard, table) in enumerate(zip(shards, tables)):
         table = table.append_column("mix_source", pa.array(["base"] * table.num_rows, pa.string()))
         extra = per_shard.get(i, [])
@@ -112,7 +130,10 @@ def mix(
             cols["mix_source"] = pa.array(["positive"] * len(extra), pa.string())
             table = pa.concat_tables([table, pa.table(cols, schema=table.schema)])
             # Interleave: order rows by a hash of (seed, row text), stable for reruns.
-            order = np.argsort(np.array([_key(seed, f"{i}:{j}:{t}") for j, t in enumerate(table.column(text_column).to_pylist())]), kind="stable")
+            order = np.argsort(
+                np.array([_key(seed, f"{i}:{j}:{t}") for j, t in enumerate(table.column(text_column).to_pylist())]),
+                kind="stable",
+            )
             table = table.take(pa.array(order))
         io.atomic_write_table(io.join(output, "mixed", f"{shard.key}.parquet"), table)
         record["shards"].append({"shard": shard.url, "positive_documents": len(extra), "rows": table.num_rows})

@@ -50,24 +50,40 @@ def _paragraphs(text: str) -> list[tuple[int, int]]:
 
 
 def _cut_long(text: str, start: int, end: int, max_words: int) -> list[tuple[int, int]]:
-    """Cut one over-long span into pieces of at most ``max_words`` words."""
-    words = [m.span() for m in _WORD.finditer(text, start, end)]
-    # Sentence-end word indices: the piece may end after word i when word i ends a sentence.
-    ends_sentence = [
-        _SENTENCE_END.match(text, b) is not None or b == end for _, b in words
-    ]
-    pieces = []
-    i = 0
-    while i < len(words):
-        j = min(i + max_words, len(words))
-        if j < len(words):
-            # Prefer the last sentence end in the second half of the window.
-            for k in range(j - 1, i + max_words // 2 - 1, -1):
-                if ends_sentence[k]:
-                    j = k + 1
-                    break
-        pieces.append((words[i][0], words[j - 1][1]))
-        i = j
+    """Cut one over-long span into pieces of at most ``max_words`` words.
+
+    Whole sentences are packed greedily; a sentence longer than ``max_words`` is cut at word
+    boundaries. Sentences are found with one regex pass, so this stays linear in the span.
+    """
+    sentences = []
+    pos = start
+    for m in _SENTENCE_END.finditer(text, start, end):
+        sentences.append((pos, m.start()))
+        pos = m.end()
+    sentences.append((pos, end))
+    pieces: list[tuple[int, int]] = []
+    cur_start, cur_end, cur_words = -1, -1, 0
+    for a, b in sentences:
+        n = len(text[a:b].split())
+        if n == 0:
+            continue
+        if n > max_words:
+            if cur_words:
+                pieces.append((cur_start, cur_end))
+                cur_words = 0
+            words = [m.span() for m in _WORD.finditer(text, a, b)]
+            for i in range(0, len(words), max_words):
+                chunk = words[i : i + max_words]
+                pieces.append((chunk[0][0], chunk[-1][1]))
+            continue
+        if cur_words and cur_words + n > max_words:
+            pieces.append((cur_start, cur_end))
+            cur_words = 0
+        if not cur_words:
+            cur_start = a
+        cur_end, cur_words = b, cur_words + n
+    if cur_words:
+        pieces.append((cur_start, cur_end))
     return pieces
 
 
@@ -86,29 +102,25 @@ def split_passages(text: str, spec: PassageSpec = PassageSpec()) -> list[tuple[i
         >>> split_passages("One two.\\n\\nThree four.", PassageSpec(min_words=1, max_words=5))
         [(0, 8), (10, 21)]
     """
-    pieces: list[tuple[int, int]] = []
+    pieces: list[tuple[int, int, int]] = []
     for a, b in _paragraphs(text):
-        n = len(_WORD.findall(text, a, b))
+        n = len(text[a:b].split())
         if n > spec.max_words:
-            pieces.extend(_cut_long(text, a, b, spec.max_words))
+            pieces.extend((x, y, len(text[x:y].split())) for x, y in _cut_long(text, a, b, spec.max_words))
         else:
-            pieces.append((a, b))
+            pieces.append((a, b, n))
     passages: list[tuple[int, int]] = []
-    count = 0
-    for a, b in pieces:
-        n = len(_WORD.findall(text, a, b))
-        if passages and count < spec.min_words and count + n <= spec.max_words:
+    counts: list[int] = []
+    for a, b, n in pieces:
+        if passages and counts[-1] < spec.min_words and counts[-1] + n <= spec.max_words:
             passages[-1] = (passages[-1][0], b)
-            count += n
+            counts[-1] += n
         else:
             passages.append((a, b))
-            count = n
+            counts.append(n)
     # A short tail is folded into its predecessor when that fits.
-    if len(passages) > 1 and count < spec.min_words:
-        prev_a, _ = passages[-2]
-        prev_n = len(_WORD.findall(text, prev_a, passages[-2][1]))
-        if prev_n + count <= spec.max_words:
-            passages[-2:] = [(prev_a, passages[-1][1])]
+    if len(passages) > 1 and counts[-1] < spec.min_words and counts[-2] + counts[-1] <= spec.max_words:
+        passages[-2:] = [(passages[-2][0], passages[-1][1])]
     return passages
 
 

@@ -13,15 +13,14 @@ import hashlib
 import logging
 import os
 import platform
-import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib.metadata import version
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from corpus_lens import __version__, io
 from corpus_lens.annotate import ShardJob, scan_shard
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _client(cfg: ScanConfig) -> Any:
@@ -49,13 +48,20 @@ def _client(cfg: ScanConfig) -> Any:
             return Client(cfg.scheduler, timeout="20s")
         except OSError as exc:
             raise CorpusLensError(f"cannot reach the Dask scheduler at {cfg.scheduler}: {exc}") from exc
-    workers = cfg.workers or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    workers = cfg.workers or cores
+    processes = cfg.scheduler != "threads"
+    # Each worker runs one task at a time; give torch and BLAS the worker's share of the cores
+    # so that workers do not fight over them.
+    threads = str(max(1, cores // workers))
+    extra = {"env": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}} if processes else {}
     cluster_ = LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
-        processes=cfg.scheduler != "threads",
+        processes=processes,
         dashboard_address=None,
         silence_logs=logging.ERROR,
+        **extra,
     )
     return Client(cluster_)
 
@@ -163,7 +169,10 @@ def run_scan(
     skipped: list[dict[str, str]] = []
     client = _client(cfg)
     try:
-        futures = {client.submit(scan_shard, job, key=f"scan-{cfg.hash()}-{job.shard.key}-{time.time_ns()}", retries=2): job for job in todo}
+        futures = {
+            client.submit(scan_shard, job, key=f"scan-{cfg.hash()}-{job.shard.key}-{time.time_ns()}", retries=2): job
+            for job in todo
+        }
         from dask.distributed import as_completed
 
         n_done = len(jobs) - len(todo)
@@ -194,7 +203,20 @@ def run_scan(
         clusters = _cluster_all(good, dedup)
         counts = _finalize_annotations(good, clusters, cfg)
         policy_futures = [
-            client.submit(apply_shard, job.shard.url, job.shard.key, cfg.output, cfg.text_column, cfg.id_column, cfg.batch_rows, policy, cfg.granularity, cfg.seed, key=f"policy-{job.shard.key}-{time.time_ns()}", retries=2)
+            client.submit(
+                apply_shard,
+                job.shard.url,
+                job.shard.key,
+                cfg.output,
+                cfg.text_column,
+                cfg.id_column,
+                cfg.batch_rows,
+                policy,
+                cfg.granularity,
+                cfg.seed,
+                key=f"policy-{job.shard.key}-{time.time_ns()}",
+                retries=2,
+            )
             for job in good
         ]
         policy_stats = dict(zip([j.shard.url for j in good], client.gather(policy_futures)))
@@ -216,7 +238,12 @@ def run_scan(
         finished=_now(),
         skipped_shards=skipped,
         inputs=[
-            {"shard": j.shard.url, "key": j.shard.key, "bytes": j.shard.size, "rows": counts["per_shard"].get(j.shard.url, {}).get("rows_in")}
+            {
+                "shard": j.shard.url,
+                "key": j.shard.key,
+                "bytes": j.shard.size,
+                "rows": counts["per_shard"].get(j.shard.url, {}).get("rows_in"),
+            }
             for j in jobs
         ],
     )
@@ -255,7 +282,9 @@ def _finalize_annotations(jobs: list[ShardJob], clusters: dict[str, str], cfg: S
         cl = [clusters.get(p) for p in pids]
         rep = [None if c is None else c == p for c, p in zip(cl, pids)]
         ann = ann.set_column(ann.schema.get_field_index("dup_cluster"), "dup_cluster", pa.array(cl, pa.string()))
-        ann = ann.set_column(ann.schema.get_field_index("dup_is_representative"), "dup_is_representative", pa.array(rep, pa.bool_()))
+        ann = ann.set_column(
+            ann.schema.get_field_index("dup_is_representative"), "dup_is_representative", pa.array(rep, pa.bool_())
+        )
         ann = ann.cast(ANNOTATION_SCHEMA)
         io.atomic_write_table(io.join(cfg.output, "annotations", f"{job.shard.key}.parquet"), ann)
         docs = io.read_table(io.join(job.work, "documents.parquet"))
@@ -274,7 +303,9 @@ def _finalize_annotations(jobs: list[ShardJob], clusters: dict[str, str], cfg: S
     return {"per_shard": per_shard, "largest_clusters": [{"cluster": c, "size": n} for n, c in largest]}
 
 
-def _reconcile(counts: dict[str, Any], policy_stats: dict[str, Any], skipped: list[dict[str, str]], policy: Policy) -> dict[str, Any]:
+def _reconcile(
+    counts: dict[str, Any], policy_stats: dict[str, Any], skipped: list[dict[str, str]], policy: Policy
+) -> dict[str, Any]:
     """Totals and the per-shard reconciliation; raises if any row is unaccounted for."""
     total: dict[str, Any] = {}
     reconciliation = {}
@@ -293,7 +324,13 @@ def _reconcile(counts: dict[str, Any], policy_stats: dict[str, Any], skipped: li
         trimmed = {k: v for k, v in stats.items() if k not in ("failures", "seconds")}
         total = merge(total, trimmed)
     for s in skipped:
-        reconciliation[s["shard"]] = {"rows_in": None, "rows_kept": 0, "rows_dropped": 0, "rows_failed": None, "skipped": s["error"]}
+        reconciliation[s["shard"]] = {
+            "rows_in": None,
+            "rows_kept": 0,
+            "rows_dropped": 0,
+            "rows_failed": None,
+            "skipped": s["error"],
+        }
     total.pop("dedup", None)
     dedup_total: dict[str, Any] = {}
     for stats in counts["per_shard"].values():
@@ -317,8 +354,24 @@ def _write_samples(jobs: list[ShardJob], cfg: ScanConfig) -> None:
     best: dict[str, list[tuple[str, dict[str, Any]]]] = {d: [] for d in DEPICTIONS}
     for job in jobs:
         ann = io.read_table(io.join(cfg.output, "annotations", f"{job.shard.key}.parquet"))
-        cols = ["doc_id", "shard", "row", "passage_index", "char_start", "char_end", "depiction", "mode", "tags", "stage", "text", "dup_cluster",
-                "score_malevolent", "score_benevolent", "score_neutral", "score_none"]
+        cols = [
+            "doc_id",
+            "shard",
+            "row",
+            "passage_index",
+            "char_start",
+            "char_end",
+            "depiction",
+            "mode",
+            "tags",
+            "stage",
+            "text",
+            "dup_cluster",
+            "score_malevolent",
+            "score_benevolent",
+            "score_neutral",
+            "score_none",
+        ]
         for rec in ann.select(cols).to_pylist():
             key = _sample_key(cfg.seed, f"{rec['doc_id']}#{rec['passage_index']}")
             bucket = best[rec["depiction"]]

@@ -129,9 +129,7 @@ def load_policy(name_or_path: str) -> Policy:
         path = Path(name_or_path)
         name = path.stem
         if not path.is_file():
-            raise ConfigError(
-                f"unknown policy {name_or_path!r}: not a preset ({', '.join(presets())}) nor a file"
-            )
+            raise ConfigError(f"unknown policy {name_or_path!r}: not a preset ({', '.join(presets())}) nor a file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -164,12 +162,16 @@ def cut_spans(text: str, spans: list[tuple[int, int]]) -> str:
 def _decisions(annotations: pa.Table, policy: Policy) -> dict[int, list[tuple[int, int, float, str]]]:
     """Per shard row: (start, end, weight, reason) of each passage a rule applies to."""
     out: dict[int, list[tuple[int, int, float, str]]] = {}
-    cols = annotations.select(["row", "char_start", "char_end", "depiction", "mode", "tags", "dup_is_representative"]).to_pylist()
+    cols = annotations.select(
+        ["row", "char_start", "char_end", "depiction", "mode", "tags", "dup_is_representative"]
+    ).to_pylist()
     for rec in cols:
         is_copy = rec["dup_is_representative"] is False
         weight, reason = policy.passage_weight(rec["depiction"], rec["mode"], rec["tags"] or [], is_copy)
         if reason:
-            out.setdefault(rec["row"], []).append((rec["char_start"], rec["char_end"], weight, f"{rec['depiction']}/{rec['mode']}: {reason}"))
+            out.setdefault(rec["row"], []).append(
+                (rec["char_start"], rec["char_end"], weight, f"{rec['depiction']}/{rec['mode']}: {reason}")
+            )
     return out
 
 
@@ -200,7 +202,16 @@ def apply_shard(
     documents = io.read_table(io.join(ann_dir, f"{shard_key}.documents.parquet"))
     decisions = _decisions(annotations, policy)
     doc_label = dict(zip(documents.column("row").to_pylist(), documents.column("depiction").to_pylist()))
-    stats: dict[str, Any] = {"rows_kept": 0, "rows_dropped": 0, "passages_cut": 0, "words_before": {}, "words_filtered": {}, "words_reweighted": {}, "rows_materialized": 0, "drop_reasons": {}}
+    stats: dict[str, Any] = {
+        "rows_kept": 0,
+        "rows_dropped": 0,
+        "passages_cut": 0,
+        "words_before": {},
+        "words_filtered": {},
+        "words_reweighted": {},
+        "rows_materialized": 0,
+        "drop_reasons": {},
+    }
     filtered, weighted, materialized, excluded = [], [], [], []
     pf = io.open_parquet(shard_url)
     seen: set[str] = set()
@@ -249,8 +260,16 @@ def apply_shard(
         stats["rows_dropped"] += len(drop_rows)
         kept = batch.take(pa.array(keep_rows, pa.int64()))
         idx = kept.schema.get_field_index(text_column)
-        kept = pa.Table.from_batches([kept]).set_column(idx, text_column, pa.array(new_texts, kept.schema.field(text_column).type))
-        kept = kept.append_column("corpuslens_cuts", pa.array(cuts, pa.list_(pa.struct([("char_start", pa.int64()), ("char_end", pa.int64()), ("reason", pa.string())]))))
+        kept = pa.Table.from_batches([kept]).set_column(
+            idx, text_column, pa.array(new_texts, kept.schema.field(text_column).type)
+        )
+        kept = kept.append_column(
+            "corpuslens_cuts",
+            pa.array(
+                cuts,
+                pa.list_(pa.struct([("char_start", pa.int64()), ("char_end", pa.int64()), ("reason", pa.string())])),
+            ),
+        )
         filtered.append(kept)
         w = kept.append_column("weight", pa.array(weights, pa.float64()))
         weighted.append(w)
@@ -260,11 +279,15 @@ def apply_shard(
         dropped = pa.Table.from_batches([batch.take(pa.array(drop_rows, pa.int64()))])
         excluded.append(dropped.append_column("exclusion_reason", pa.array(drop_reasons, pa.string())))
         first += len(batch)
-    for folder, tables in (("filtered", filtered), ("reweighted", weighted), ("reweighted_materialized", materialized), ("excluded", excluded)):
+    for folder, tables in (
+        ("filtered", filtered),
+        ("reweighted", weighted),
+        ("reweighted_materialized", materialized),
+        ("excluded", excluded),
+    ):
         if tables:
             table = pa.concat_tables(tables)
         else:
             table = pf.schema_arrow.empty_table()
         io.atomic_write_table(io.join(output, folder, f"{shard_key}.parquet"), table)
     return stats
-

@@ -27,7 +27,7 @@ class Lexicon:
     uncased: tuple[str, ...]
 
     @classmethod
-    def from_file(cls, path: Path) -> "Lexicon":
+    def from_file(cls, path: Path) -> Lexicon:
         """Read a lexicon file with ``[cased]`` and ``[uncased]`` sections.
 
         Raises:
@@ -45,9 +45,7 @@ class Lexicon:
             if line.startswith("[") and line.endswith("]"):
                 current = line[1:-1]
                 if current not in sections:
-                    raise ModelError(
-                        f"{path}:{lineno}: unknown section [{current}]; expected [cased] or [uncased]"
-                    )
+                    raise ModelError(f"{path}:{lineno}: unknown section [{current}]; expected [cased] or [uncased]")
                 continue
             if current is None:
                 raise ModelError(f"{path}:{lineno}: term before any [cased]/[uncased] section")

@@ -84,14 +84,26 @@ def build_summary(output: str, manifest: dict[str, Any], counts: dict[str, Any])
     ]
     breakdowns: dict[str, Any] = {"shard": {}}
     for shard, s in counts["per_shard"].items():
-        breakdowns["shard"][shard] = {"documents": s.get("documents", 0), "words": s.get("words", 0), "depiction": s.get("document_depiction", {})}
+        breakdowns["shard"][shard.rstrip("/").rsplit("/", 1)[-1]] = {
+            "documents": s.get("documents", 0),
+            "words": s.get("words", 0),
+            "depiction": s.get("document_depiction", {}),
+        }
     for key in ("by_source", "by_host"):
         if key in t:
             rows = sorted(t[key].items(), key=lambda kv: -kv[1].get("documents", 0))[:25]
-            breakdowns[key.removeprefix("by_")] = {k: {"documents": v.get("documents", 0), "words": v.get("words", 0), "depiction": v.get("depiction", {})} for k, v in rows}
+            breakdowns[key.removeprefix("by_")] = {
+                k: {"documents": v.get("documents", 0), "words": v.get("words", 0), "depiction": v.get("depiction", {})}
+                for k, v in rows
+            }
     hist, largest = _from_annotations(output, manifest, counts)
     pol = [s.get("policy", {}) for s in counts["per_shard"].values()]
-    policy: dict[str, Any] = {"name": counts.get("policy"), "words_before": {}, "words_filtered": {}, "words_reweighted": {}}
+    policy: dict[str, Any] = {
+        "name": counts.get("policy"),
+        "words_before": {},
+        "words_filtered": {},
+        "words_reweighted": {},
+    }
     for p in pol:
         for k in ("words_before", "words_filtered", "words_reweighted"):
             for label, n in p.get(k, {}).items():
@@ -106,7 +118,13 @@ def build_summary(output: str, manifest: dict[str, Any], counts: dict[str, Any])
     }
     return {
         "schema": SUMMARY_SCHEMA_DOC,
-        "scan": {"status": manifest.get("status"), "started": manifest.get("started"), "finished": manifest.get("finished"), "config_hash": manifest.get("config_hash"), "models": manifest.get("models", {}).get("name")},
+        "scan": {
+            "status": manifest.get("status"),
+            "started": manifest.get("started"),
+            "finished": manifest.get("finished"),
+            "config_hash": manifest.get("config_hash"),
+            "models": manifest.get("models", {}).get("name"),
+        },
         "headline": headline,
         "funnel": funnel,
         "labels_by_mode": {d: {m: by_mode.get(d, {}).get(m, 0) for m in MODES} for d in DEPICTIONS},
@@ -121,9 +139,32 @@ def build_summary(output: str, manifest: dict[str, Any], counts: dict[str, Any])
     }
 
 
-def _from_annotations(output: str, manifest: dict[str, Any], counts: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    files = [f for f in io.list_files(io.join(output, "annotations"), ".parquet") if not f.endswith(".documents.parquet")]
-    tables = [io.read_table(f).select(["doc_id", "shard", "passage_index", "char_start", "char_end", "text", "depiction", "score_malevolent", "score_benevolent", "score_neutral", "score_none", "dup_cluster", "dup_is_representative"]) for f in files]
+def _from_annotations(
+    output: str, manifest: dict[str, Any], counts: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    files = [
+        f for f in io.list_files(io.join(output, "annotations"), ".parquet") if not f.endswith(".documents.parquet")
+    ]
+    tables = [
+        io.read_table(f).select(
+            [
+                "doc_id",
+                "shard",
+                "passage_index",
+                "char_start",
+                "char_end",
+                "text",
+                "depiction",
+                "score_malevolent",
+                "score_benevolent",
+                "score_neutral",
+                "score_none",
+                "dup_cluster",
+                "dup_is_representative",
+            ]
+        )
+        for f in files
+    ]
     table = pa.concat_tables(tables) if tables else None
     thresholds = manifest.get("models", {}).get("thresholds", {})
     hist = {}
@@ -137,7 +178,16 @@ def _from_annotations(output: str, manifest: dict[str, Any], counts: dict[str, A
         for rec in table.filter(table.column("dup_is_representative").fill_null(False)).to_pylist():
             pid = f"{rec['doc_id']}#{rec['passage_index']}"
             if pid in wanted:
-                largest.append({"cluster": pid, "size": wanted[pid], "depiction": rec["depiction"], "shard": rec["shard"], "doc_id": rec["doc_id"], "text": rec["text"][:600]})
+                largest.append(
+                    {
+                        "cluster": pid,
+                        "size": wanted[pid],
+                        "depiction": rec["depiction"],
+                        "shard": rec["shard"],
+                        "doc_id": rec["doc_id"],
+                        "text": rec["text"][:600],
+                    }
+                )
         largest.sort(key=lambda r: (-r["size"], r["cluster"]))
     return hist, largest
 
@@ -151,7 +201,9 @@ def _bars(rows: list[tuple[str, float]], color: str = "#34495e", width: int = 64
         return '<p class="empty">Nothing to chart.</p>'
     top = max(v for _, v in rows) or 1
     h = 22
-    parts = [f'<svg class="chart" role="img" width="{width}" height="{h * len(rows) + 6}" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="chart" role="img" width="{width}" height="{h * len(rows) + 6}" xmlns="http://www.w3.org/2000/svg">'
+    ]
     for i, (label, value) in enumerate(rows):
         w = int((width - 330) * value / top)
         y = i * h + 3
@@ -169,7 +221,9 @@ def _stacked(rows: list[tuple[str, dict[str, int]]], width: int = 640) -> str:
     if not rows:
         return '<p class="empty">Nothing to chart.</p>'
     h = 22
-    parts = [f'<svg class="chart" role="img" width="{width}" height="{h * len(rows) + 26}" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="chart" role="img" width="{width}" height="{h * len(rows) + 26}" xmlns="http://www.w3.org/2000/svg">'
+    ]
     for i, (label, dist) in enumerate(rows):
         total = sum(dist.values()) or 1
         y = i * h + 3
@@ -178,11 +232,15 @@ def _stacked(rows: list[tuple[str, dict[str, int]]], width: int = 640) -> str:
         for d in DEPICTIONS:
             w = (width - 260) * dist.get(d, 0) / total
             if w > 0:
-                parts.append(f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{h - 6}" fill="{COLORS[d]}"><title>{d}: {dist.get(d, 0)}</title></rect>')
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{h - 6}" fill="{COLORS[d]}"><title>{d}: {dist.get(d, 0)}</title></rect>'
+                )
             x += w
     y = len(rows) * h + 18
     for k, d in enumerate(DEPICTIONS):
-        parts.append(f'<rect x="{250 + k * 95}" y="{y - 10}" width="10" height="10" fill="{COLORS[d]}"></rect><text x="{264 + k * 95}" y="{y}" font-size="11">{d}</text>')
+        parts.append(
+            f'<rect x="{250 + k * 95}" y="{y - 10}" width="10" height="10" fill="{COLORS[d]}"></rect><text x="{264 + k * 95}" y="{y}" font-size="11">{d}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -190,14 +248,22 @@ def _stacked(rows: list[tuple[str, dict[str, int]]], width: int = 640) -> str:
 def _histogram(bins: list[int], threshold: float | None, color: str, width: int = 300, height: int = 110) -> str:
     top = max(bins) or 1
     bw = width / len(bins)
-    parts = [f'<svg class="chart" role="img" width="{width}" height="{height + 16}" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="chart" role="img" width="{width}" height="{height + 16}" xmlns="http://www.w3.org/2000/svg">'
+    ]
     for i, n in enumerate(bins):
         bh = (height - 4) * n / top
-        parts.append(f'<rect x="{i * bw:.1f}" y="{height - bh:.1f}" width="{bw - 1:.1f}" height="{bh:.1f}" fill="{color}"><title>{i / len(bins):.2f}-{(i + 1) / len(bins):.2f}: {n}</title></rect>')
+        parts.append(
+            f'<rect x="{i * bw:.1f}" y="{height - bh:.1f}" width="{bw - 1:.1f}" height="{bh:.1f}" fill="{color}"><title>{i / len(bins):.2f}-{(i + 1) / len(bins):.2f}: {n}</title></rect>'
+        )
     if threshold is not None:
         x = width * threshold
-        parts.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" stroke="#000" stroke-dasharray="4 2"></line><text x="{min(x + 3, width - 60):.1f}" y="12" font-size="11">gate {threshold:.2f}</text>')
-    parts.append(f'<text x="0" y="{height + 13}" font-size="10">0</text><text x="{width - 8}" y="{height + 13}" font-size="10">1</text></svg>')
+        parts.append(
+            f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" stroke="#000" stroke-dasharray="4 2"></line><text x="{min(x + 3, width - 60):.1f}" y="12" font-size="11">gate {threshold:.2f}</text>'
+        )
+    parts.append(
+        f'<text x="0" y="{height + 13}" font-size="10">0</text><text x="{width - 8}" y="{height + 13}" font-size="10">1</text></svg>'
+    )
     return "".join(parts)
 
 
@@ -244,9 +310,12 @@ def render_html(summary: dict[str, Any], samples: dict[str, list[dict[str, Any]]
     """The report page; ``lexicon_spans(text)`` gives spans to highlight in samples."""
     h = summary["headline"]
     cards = [
-        ("documents", h["documents"]), ("passages classified", h["passages_classified"]), ("words", h["words"]),
+        ("documents", h["documents"]),
+        ("passages classified", h["passages_classified"]),
+        ("words", h["words"]),
         ("share of documents depicting AI", f"{100 * h['share_of_documents_depicting_ai']:.2f}%"),
-        ("malevolent / M words", h["malevolent_per_million_words"]), ("benevolent / M words", h["benevolent_per_million_words"]),
+        ("malevolent / M words", h["malevolent_per_million_words"]),
+        ("benevolent / M words", h["benevolent_per_million_words"]),
         ("malevolent : benevolent (fiction)", h["malevolent_to_benevolent_fiction"]),
         ("malevolent : benevolent (discourse)", h["malevolent_to_benevolent_discourse"]),
         ("malevolent passages unique / total", f"{h['malevolent_unique']:,} / {h['malevolent_flagged']:,}"),
@@ -261,7 +330,9 @@ def render_html(summary: dict[str, Any], samples: dict[str, list[dict[str, Any]]
         "<section id='headline'><h2>Headline</h2><div class='cards'>",
         *[f"<div class='card'><b>{html.escape(_fmt(v))}</b><span>{html.escape(k)}</span></div>" for k, v in cards],
         "</div></section>",
-        "<section id='funnel'><h2>Cascade funnel</h2>", _bars([(k, v) for k, v in summary["funnel"]]), "</section>",
+        "<section id='funnel'><h2>Cascade funnel</h2>",
+        _bars([(k, v) for k, v in summary["funnel"]]),
+        "</section>",
         "<section id='labels-by-mode'><h2>Passages by depiction and mode</h2>",
         _stacked([(m, {d: summary["labels_by_mode"][d][m] for d in DEPICTIONS}) for m in MODES]),
         _table(["depiction", *MODES], [[d, *[summary["labels_by_mode"][d][m] for m in MODES]] for d in DEPICTIONS]),
@@ -271,7 +342,9 @@ def render_html(summary: dict[str, Any], samples: dict[str, list[dict[str, Any]]
     for key, rows in summary["breakdowns"].items():
         out.append(f"<h3>per {html.escape(key)}</h3>")
         out.append(_stacked([(k, v["depiction"]) for k, v in rows.items()]))
-    out.append("</section><section id='scores'><h2>Score distributions of classified passages (gates dashed)</h2><div class='hists'>")
+    out.append(
+        "</section><section id='scores'><h2>Score distributions of classified passages (gates dashed)</h2><div class='hists'>"
+    )
     for label, hist in summary["score_histograms"].items():
         out.append(f"<div><h3>score_{label}</h3>{_histogram(hist['bins'], hist['threshold'], COLORS[label])}</div>")
     out.append("</div></section><section id='tags'><h2>Behaviour tags of malevolent passages</h2>")
@@ -280,7 +353,9 @@ def render_html(summary: dict[str, Any], samples: dict[str, list[dict[str, Any]]
     if summary["largest_clusters"]:
         out.append(_bars([(f"{c['cluster'][:38]}", c["size"]) for c in summary["largest_clusters"]], "#8e44ad"))
         for c in summary["largest_clusters"]:
-            out.append(f"<div class='sample'><div class='where'>{c['size']} copies, {html.escape(c['depiction'])}; representative {html.escape(c['doc_id'])} in {html.escape(c['shard'])}</div>{html.escape(c['text'])}</div>")
+            out.append(
+                f"<div class='sample'><div class='where'>{c['size']} copies, {html.escape(c['depiction'])}; representative {html.escape(c['doc_id'])} in {html.escape(c['shard'])}</div>{html.escape(c['text'])}</div>"
+            )
     else:
         out.append("<p class='empty'>No flagged passage has a near-duplicate.</p>")
     out.append("</section><section id='samples'><h2>Samples per label</h2>")
@@ -299,13 +374,36 @@ def render_html(summary: dict[str, Any], samples: dict[str, list[dict[str, Any]]
             )
     pol = summary["policy"]
     out.append(f"<section id='policy'><h2>Policy: {html.escape(str(pol['name']))}</h2>")
-    out.append(f"<p>Rows dropped: {pol['rows_dropped']:,}; passages cut: {pol['passages_cut']:,}; rows in the materialized resample: {pol['rows_materialized']:,}.</p>")
+    out.append(
+        f"<p>Rows dropped: {pol['rows_dropped']:,}; passages cut: {pol['passages_cut']:,}; rows in the materialized resample: {pol['rows_materialized']:,}.</p>"
+    )
     labels = sorted(set(pol["words_before"]) | set(pol["words_filtered"]))
-    out.append(_table(["document depiction", "words before", "words after filter", "weighted words after reweighting"],
-                      [[d, _fmt(pol["words_before"].get(d, 0)), _fmt(pol["words_filtered"].get(d, 0)), _fmt(pol["words_reweighted"].get(d, 0))] for d in labels])
-               if labels else "<p class='empty'>Audit-only policy: no corpus outputs were written.</p>")
+    out.append(
+        _table(
+            ["document depiction", "words before", "words after filter", "weighted words after reweighting"],
+            [
+                [
+                    d,
+                    _fmt(pol["words_before"].get(d, 0)),
+                    _fmt(pol["words_filtered"].get(d, 0)),
+                    _fmt(pol["words_reweighted"].get(d, 0)),
+                ]
+                for d in labels
+            ],
+        )
+        if labels
+        else "<p class='empty'>Audit-only policy: no corpus outputs were written.</p>"
+    )
     out.append("</section><section id='reconciliation'><h2>Reconciliation per shard</h2>")
-    out.append(_table(["shard", "rows in", "kept", "dropped", "failed"], [[s, _fmt(r["rows_in"]), _fmt(r["rows_kept"]), _fmt(r["rows_dropped"]), _fmt(r["rows_failed"])] for s, r in summary["reconciliation"].items()]))
+    out.append(
+        _table(
+            ["shard", "rows in", "kept", "dropped", "failed"],
+            [
+                [s, _fmt(r["rows_in"]), _fmt(r["rows_kept"]), _fmt(r["rows_dropped"]), _fmt(r["rows_failed"])]
+                for s, r in summary["reconciliation"].items()
+            ],
+        )
+    )
     fail = summary["failures"]
     out.append("</section><section id='failures'><h2>Failures</h2>")
     if fail["skipped_shards"]:
@@ -319,21 +417,70 @@ def render_html(summary: dict[str, Any], samples: dict[str, list[dict[str, Any]]
 def render_markdown(summary: dict[str, Any]) -> str:
     """The headline figures and tables as Markdown."""
     h = summary["headline"]
-    lines = ["# corpus_lens audit report", "", f"Scan `{summary['scan']['config_hash']}`, status {summary['scan']['status']}.", "", "## Headline", "", "| figure | value |", "|---|---|"]
+    lines = [
+        "# corpus_lens audit report",
+        "",
+        f"Scan `{summary['scan']['config_hash']}`, status {summary['scan']['status']}.",
+        "",
+        "## Headline",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k.replace('_', ' ')} | {_fmt(v)} |" for k, v in h.items()]
-    lines += ["", "## Cascade funnel", "", "| stage | count |", "|---|---|", *[f"| {k} | {v:,} |" for k, v in summary["funnel"]]]
-    lines += ["", "## Passages by depiction and mode", "", "| depiction | " + " | ".join(MODES) + " |", "|---" * (len(MODES) + 1) + "|"]
+    lines += [
+        "",
+        "## Cascade funnel",
+        "",
+        "| stage | count |",
+        "|---|---|",
+        *[f"| {k} | {v:,} |" for k, v in summary["funnel"]],
+    ]
+    lines += [
+        "",
+        "## Passages by depiction and mode",
+        "",
+        "| depiction | " + " | ".join(MODES) + " |",
+        "|---" * (len(MODES) + 1) + "|",
+    ]
     lines += [f"| {d} | " + " | ".join(str(summary["labels_by_mode"][d][m]) for m in MODES) + " |" for d in DEPICTIONS]
-    lines += ["", "## Behaviour tags (malevolent passages)", "", "| tag | passages |", "|---|---|", *[f"| {t} | {n} |" for t, n in summary["tags"].items()]]
+    lines += [
+        "",
+        "## Behaviour tags (malevolent passages)",
+        "",
+        "| tag | passages |",
+        "|---|---|",
+        *[f"| {t} | {n} |" for t, n in summary["tags"].items()],
+    ]
     pol = summary["policy"]
-    lines += ["", f"## Policy: {pol['name']}", "", f"Rows dropped {pol['rows_dropped']}, passages cut {pol['passages_cut']}.", ""]
+    lines += [
+        "",
+        f"## Policy: {pol['name']}",
+        "",
+        f"Rows dropped {pol['rows_dropped']}, passages cut {pol['passages_cut']}.",
+        "",
+    ]
     if pol["words_before"]:
-        lines += ["| document depiction | words before | after filter | weighted after reweighting |", "|---|---|---|---|"]
-        lines += [f"| {d} | {_fmt(pol['words_before'].get(d, 0))} | {_fmt(pol['words_filtered'].get(d, 0))} | {_fmt(pol['words_reweighted'].get(d, 0))} |" for d in sorted(pol["words_before"])]
+        lines += [
+            "| document depiction | words before | after filter | weighted after reweighting |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {d} | {_fmt(pol['words_before'].get(d, 0))} | {_fmt(pol['words_filtered'].get(d, 0))} | {_fmt(pol['words_reweighted'].get(d, 0))} |"
+            for d in sorted(pol["words_before"])
+        ]
     lines += ["", "## Reconciliation", "", "| shard | rows in | kept | dropped | failed |", "|---|---|---|---|---|"]
-    lines += [f"| {s} | {_fmt(r['rows_in'])} | {_fmt(r['rows_kept'])} | {_fmt(r['rows_dropped'])} | {_fmt(r['rows_failed'])} |" for s, r in summary["reconciliation"].items()]
+    lines += [
+        f"| {s} | {_fmt(r['rows_in'])} | {_fmt(r['rows_kept'])} | {_fmt(r['rows_dropped'])} | {_fmt(r['rows_failed'])} |"
+        for s, r in summary["reconciliation"].items()
+    ]
     if summary["failures"]["skipped_shards"]:
-        lines += ["", "## Skipped shards", "", *[f"- `{s['shard']}`: {s['error']}" for s in summary["failures"]["skipped_shards"]]]
+        lines += [
+            "",
+            "## Skipped shards",
+            "",
+            *[f"- `{s['shard']}`: {s['error']}" for s in summary["failures"]["skipped_shards"]],
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -359,7 +506,9 @@ def write_report(output: str, manifest: dict[str, Any] | None = None, counts: di
             fs_text = io.read_text(path)
             samples[label] = [json.loads(line) for line in fs_text.splitlines() if line.strip()]
     try:
-        lexicon: Lexicon | None = Lexicon.from_file(load_spec(manifest["models"]["directory"]).directory / "lexicon.txt")
+        lexicon: Lexicon | None = Lexicon.from_file(
+            load_spec(manifest["models"]["directory"]).directory / "lexicon.txt"
+        )
     except Exception:
         lexicon = None
 

@@ -25,7 +25,7 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def bump(counter: dict[str, Any], *path: str, by: int | float = 1) -> None:
+def bump(counter: dict[str, Any], *path: str, by: float = 1) -> None:
     """Add ``by`` at a nested path, creating levels as needed."""
     for key in path[:-1]:
         counter = counter.setdefault(key, {})

@@ -39,9 +39,7 @@ from corpus_lens.schema import DEPICTIONS, MODES, TAGS
 
 log = logging.getLogger(__name__)
 
-FASTTEXT_PARAMS = dict(
-    lr=0.5, epoch=40, wordNgrams=2, dim=50, bucket=200_000, minCount=2, loss="softmax", thread=1
-)
+FASTTEXT_PARAMS = dict(lr=0.5, epoch=40, wordNgrams=2, dim=50, bucket=200_000, minCount=2, loss="softmax", thread=1)
 CROSS_FIT_FOLDS = 5
 HEAD_HIDDEN = 256
 HEAD_EPOCHS = 500
@@ -60,7 +58,7 @@ class Passages:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, idx: np.ndarray) -> "Passages":
+    def subset(self, idx: np.ndarray) -> Passages:
         return Passages(
             [self.ids[i] for i in idx],
             [self.texts[i] for i in idx],
@@ -115,7 +113,9 @@ def _write_fasttext_file(path: Path, texts: list[str], labels: np.ndarray, names
             f.write(f"__label__{names[y]} {fasttext_text(text)}\n")
 
 
-def _train_fasttext(texts: list[str], labels: np.ndarray, names: tuple[str, ...], seed: int, work: Path, quantize: bool):
+def _train_fasttext(
+    texts: list[str], labels: np.ndarray, names: tuple[str, ...], seed: int, work: Path, quantize: bool
+):
     import fasttext
 
     data = work / f"ft-{hashlib.sha1(''.join(texts[:3]).encode()).hexdigest()[:8]}-{len(texts)}.txt"
@@ -139,7 +139,9 @@ def _fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
     return best_t
 
 
-def _fit_mlp(x: np.ndarray, y: np.ndarray, n_out: int, multilabel: bool, seed: int, hidden: int = HEAD_HIDDEN) -> dict[str, np.ndarray]:
+def _fit_mlp(
+    x: np.ndarray, y: np.ndarray, n_out: int, multilabel: bool, seed: int, hidden: int = HEAD_HIDDEN
+) -> dict[str, np.ndarray]:
     """Fit a one-hidden-layer MLP (softmax, or per-label sigmoid) with AdamW, full batch.
 
     Deterministic given the seed: torch runs single-threaded on CPU here.
@@ -170,8 +172,10 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, n_out: int, multilabel: bool, seed: i
         opt.step()
     first, last = net[0], net[3]
     return {
-        "W1": first.weight.detach().numpy().T.copy(), "b1": first.bias.detach().numpy().copy(),
-        "W2": last.weight.detach().numpy().T.copy(), "b2": last.bias.detach().numpy().copy(),
+        "W1": first.weight.detach().numpy().T.copy(),
+        "b1": first.bias.detach().numpy().copy(),
+        "W2": last.weight.detach().numpy().T.copy(),
+        "b2": last.bias.detach().numpy().copy(),
     }
 
 
@@ -232,7 +236,9 @@ def train(
         work = Path(tmp)
         # fastText, cross-fitted on train so the head sees honest out-of-fold probabilities.
         ft_train = np.zeros((len(train_set), len(DEPICTIONS) + len(MODES)))
-        folds = np.array([int(hashlib.sha1(f"{seed}:{i}".encode()).hexdigest(), 16) % CROSS_FIT_FOLDS for i in train_set.ids])
+        folds = np.array(
+            [int(hashlib.sha1(f"{seed}:{i}".encode()).hexdigest(), 16) % CROSS_FIT_FOLDS for i in train_set.ids]
+        )
         for k in range(CROSS_FIT_FOLDS):
             fit, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
             part = train_set.subset(fit)
@@ -249,10 +255,12 @@ def train(
         shutil.copy(work / "fasttext_mode.ftz", output / "fasttext_mode.ftz")
 
     def ft_probs(data: Passages, t_dep: float = 1.0, t_mode: float = 1.0) -> np.ndarray:
-        return np.hstack([
-            fasttext_probs(ft_dep, data.texts, DEPICTIONS, t_dep),
-            fasttext_probs(ft_mode, data.texts, MODES, t_mode),
-        ])
+        return np.hstack(
+            [
+                fasttext_probs(ft_dep, data.texts, DEPICTIONS, t_dep),
+                fasttext_probs(ft_mode, data.texts, MODES, t_mode),
+            ]
+        )
 
     raw_dev = ft_probs(dev)
     t_ft_dep = _fit_temperature(np.log(raw_dev[:, :4]), dev.depiction)
@@ -266,8 +274,10 @@ def train(
     x_test = _head_features(embed(test.texts, embedding_model), ft_test)
 
     head: dict[str, np.ndarray] = {
-        "T_fasttext_depiction": np.float32(t_ft_dep), "T_fasttext_mode": np.float32(t_ft_mode),
-        "T_depiction": np.float32(1.0), "T_mode": np.float32(1.0),
+        "T_fasttext_depiction": np.float32(t_ft_dep),
+        "T_fasttext_mode": np.float32(t_ft_mode),
+        "T_depiction": np.float32(1.0),
+        "T_mode": np.float32(1.0),
     }
     for task, y, n_out, multi in (
         ("depiction", train_set.depiction, len(DEPICTIONS), False),
@@ -294,7 +304,9 @@ def train(
     }
 
     def cascade(ft: np.ndarray, emb: dict[str, np.ndarray], hits: np.ndarray, gates: dict[str, float]):
-        unsure = (ft[:, :4].max(axis=1) < gates["fasttext_confidence"]) | (ft[:, 0] + ft[:, 1] >= gates["fasttext_flag"])
+        unsure = (ft[:, :4].max(axis=1) < gates["fasttext_confidence"]) | (
+            ft[:, 0] + ft[:, 1] >= gates["fasttext_flag"]
+        )
         final = np.where(unsure[:, None], np.hstack([emb["depiction"], emb["mode"]]), ft)
         final[~hits] = np.array([0, 0, 0, 1, 0, 0, 1], dtype=float)
         dep = decide_depiction(final[:, :4], thresholds)
@@ -337,13 +349,11 @@ def train(
         "embedding_all": evaluate(emb_dep_pred, emb_mode_pred, test),
         "cascade": evaluate(dep_c, mode_c, test),
         "cascade_escalation_rate": round(esc_rate, 4),
-        "tags": {
-            t: _prf(emb_test["tags"][:, j] >= 0.5, test.tags[:, j] > 0)
-            for j, t in enumerate(TAGS)
-        },
+        "tags": {t: _prf(emb_test["tags"][:, j] >= 0.5, test.tags[:, j] > 0) for j, t in enumerate(TAGS)},
     }
-    import fasttext  # noqa: F401  (version for the card)
     from importlib.metadata import version
+
+    import fasttext  # noqa: F401  (version for the card)
 
     meta = {
         "format": CASCADE_FORMAT,
@@ -415,7 +425,10 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "## Tags (embedding head, threshold 0.5, test)",
         "| tag | P | R | F1 | support |",
         "|---|---|---|---|---|",
-        *[f"| {t} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |" for t, m in metrics["tags"].items()],
+        *[
+            f"| {t} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+            for t, m in metrics["tags"].items()
+        ],
         "",
     ]
     return "\n".join(lines)
