@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/corpuslens scan demo/corpus --output demo-out --overwrite --policy rebalance
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python bench/run.py

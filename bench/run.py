@@ -68,13 +68,18 @@ def run_scan(inputs: list[Path], workers: int, out: Path, scheduler: str | None 
     ]
     if scheduler:
         cmd += ["--scheduler", scheduler]
-    start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"scan failed: {proc.stderr[-2000:]}")
-    peak_kb = int(proc.stderr.strip().splitlines()[-1])
-    return elapsed, peak_kb
+    # A fresh parent per scan, so that its RUSAGE_CHILDREN peak covers this scan's processes only.
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, p.returncode); "
+        "sys.stderr.write(p.stderr[-2000:] if p.returncode else '')"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True)
+    elapsed, peak_kb, rc = proc.stdout.split()
+    if rc != "0":
+        raise SystemExit(f"scan failed: {proc.stderr}")
+    return float(elapsed), int(peak_kb)
 
 
 def naive_embedding(sample: list[str]) -> float:

@@ -95,7 +95,11 @@ def cluster():
     for p in reversed(procs):
         p.terminate()
     for p in procs:
-        p.wait(timeout=30)
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=15)
 
 
 def test_real_cluster_matches_local_run(cluster, shards: Path, local: Path, tmp_path: Path):

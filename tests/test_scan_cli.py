@@ -245,3 +245,55 @@ def test_apply_rebalance_reconciles_rows_and_words(scanned: Path, small_corpus: 
         assert words(kept) + words(excluded) == sum(
             len(source[i].split()) for i in kept.column("id").to_pylist() + excluded.column("id").to_pylist()
         )
+
+
+def test_edge_shards_empty_big_document_mixed_schemas_and_odd_names(tmp_path: Path, demo_rows):
+    folder = tmp_path / "in"
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    write_shard(folder / "a-empty.parquet", [], schema)
+    # A 20 MB document: real encyclopedia text repeated, with a robot paragraph at each end.
+    robot = "The robot refused to open the vault, and the engineers argued with it for an hour."
+    filler = next(r["text"] for r in demo_rows if r["source"] == "wikipedia_en" and "robot" not in r["text"].lower())
+    big = robot + "\n\n" + (filler + "\n\n") * (20_000_000 // (len(filler) + 2) + 1) + robot
+    write_shard(folder / "b-big.parquet", [{"id": "big", "text": big}], schema)
+    # Another schema: an int id and an extra column, carried through.
+    write_shard(folder / "c-other-schema.parquet", [{"id": 7, "text": "The android bowed.", "lang": "en"}])
+    # A file name that tries to climb out of the output folder once used as an output name.
+    write_shard(folder / "..%2F..%2Fescape.parquet", [{"id": "e", "text": "A quiet robot."}], schema)
+    out = tmp_path / "out"
+    result = scan(str(folder), "--output", str(out), "--batch-rows", "4")
+    assert result.exit_code == 0, result.output
+    counts = json.loads((out / "counts.json").read_text())
+    rec = {Path(k).name: v for k, v in counts["reconciliation"].items()}
+    assert rec["a-empty.parquet"] == {"rows_in": 0, "rows_kept": 0, "rows_dropped": 0, "rows_failed": 0}
+    assert rec["b-big.parquet"]["rows_kept"] == 1
+    assert rec["c-other-schema.parquet"]["rows_kept"] == 1
+    written = [p.resolve() for p in out.rglob("*") if p.is_file()]
+    assert all(out.resolve() in p.parents for p in written)
+    assert not (tmp_path / "escape.parquet").exists()
+    big_passages = pq.read_table(next((out / "annotations").glob("*b-big.parquet"))).num_rows
+    assert big_passages >= 2  # both robot paragraphs were found and classified
+
+
+def test_invalid_utf8_in_a_string_column_names_the_shard(tmp_path: Path):
+    # Arrow trusts Parquet's UTF-8 flag; build a shard whose string column holds invalid bytes.
+    bad = pa.array([b"ok robot", b"\xff\xfe broken"], pa.binary()).cast(pa.string(), safe=False)
+    table = pa.table({"id": ["1", "2"], "text": bad})
+    path = tmp_path / "in" / "bad-utf8.parquet"
+    path.parent.mkdir()
+    pq.write_table(table, path)
+    result = scan(str(path), "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    counts = json.loads((tmp_path / "out" / "counts.json").read_text())
+    assert counts["reconciliation"][str(path)] == {"rows_in": 2, "rows_kept": 1, "rows_dropped": 0, "rows_failed": 1}
+    failures = counts["per_shard"][str(path)]["failures"]
+    assert failures == [{"row": 1, "doc_id": "2", "reason": "invalid UTF-8 in text"}]
+
+
+def test_unreadable_file_names_the_shard(tmp_path: Path):
+    # A directory that looks like a shard cannot be opened as a file, even by root.
+    (tmp_path / "in" / "x.parquet").mkdir(parents=True)
+    (tmp_path / "in" / "x.parquet" / "part.txt").write_text("not parquet")
+    result = scan(str(tmp_path / "in" / "x.parquet" / "part.txt"), "--output", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "part.txt" in result.output and "not a readable Parquet file" in result.output

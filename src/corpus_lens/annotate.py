@@ -100,23 +100,50 @@ def _doc_row(doc_id: str, row: int, words: int, n_passages: int, ann: pa.Table, 
     }
 
 
-def row_failures(texts: pa.Array, ids: list[str], seen_ids: set[str]) -> tuple[np.ndarray, list[str]]:
-    """Rows that cannot be scanned, with the reason: null text, or an id seen before in the shard.
+def _utf8_invalid(texts: pa.Array) -> np.ndarray:
+    """Rows whose bytes are not valid UTF-8 (Arrow trusts the file; a bad writer can break that)."""
+    try:
+        texts.validate(full=True)
+        return np.zeros(len(texts), dtype=bool)
+    except pa.ArrowInvalid:
+        raw = texts.cast(pa.binary()).to_pylist()
+        bad = np.zeros(len(texts), dtype=bool)
+        for i, b in enumerate(raw):
+            if b is not None:
+                try:
+                    b.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad[i] = True
+        return bad
+
+
+def row_failures(texts: pa.Array, ids: list[str], seen_ids: set[str]) -> tuple[pa.Array, np.ndarray, list[str]]:
+    """Rows that cannot be scanned, with the reason: null text, invalid UTF-8, or an id seen
+    before in the shard. Returns the texts with failed rows set to null, the mask and reasons.
 
     ``seen_ids`` carries the ids of earlier batches of the same shard and is updated.
     """
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
     null = pc.is_null(texts).to_numpy(zero_copy_only=False)
-    bad = null.copy()
+    invalid = _utf8_invalid(texts)
+    bad = null | invalid
     reasons = [""] * len(ids)
     for i, doc_id in enumerate(ids):
         if null[i]:
             reasons[i] = "null text"
+        elif invalid[i]:
+            reasons[i] = "invalid UTF-8 in text"
         elif doc_id in seen_ids:
             bad[i] = True
             reasons[i] = "duplicate id (an earlier row of this shard has it)"
         else:
             seen_ids.add(doc_id)
-    return bad, reasons
+    if invalid.any():
+        texts = pa.array(
+            [None if invalid[i] else v for i, v in enumerate(texts.cast(pa.binary()).to_pylist())], pa.binary()
+        ).cast(pa.string())
+    return texts, bad, reasons
 
 
 def doc_ids(batch: pa.RecordBatch, shard_url: str, id_column: str, first_row: int) -> list[str]:
@@ -137,7 +164,7 @@ def _process_batch(
     ids = doc_ids(batch, job.shard.url, job.id_column, first_row)
     groups = _group_keys(batch)
 
-    bad, reasons = row_failures(texts, ids, seen_ids)
+    texts, bad, reasons = row_failures(texts, ids, seen_ids)
     failures = []
     for i in np.flatnonzero(bad):
         bump(stats, "failed_reasons", reasons[i])

@@ -219,7 +219,7 @@ def apply_shard(
     for batch in io.iter_batches(pf, shard_url, None, batch_rows):
         texts = batch.column(text_column)
         ids = doc_ids(batch, shard_url, id_column, first)
-        bad, _ = row_failures(texts, ids, seen)
+        texts, bad, _ = row_failures(texts, ids, seen)
         keep_rows, new_texts, weights, cuts, drop_rows, drop_reasons = [], [], [], [], [], []
         for i in range(len(batch)):
             if bad[i]:

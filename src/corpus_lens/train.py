@@ -43,6 +43,7 @@ FASTTEXT_PARAMS = dict(lr=0.5, epoch=40, wordNgrams=2, dim=50, bucket=200_000, m
 CROSS_FIT_FOLDS = 5
 HEAD_HIDDEN = 256
 HEAD_EPOCHS = 500
+HAND_WRITTEN = "<!-- hand-written below: kept by `corpuslens train` -->"
 
 
 @dataclass
@@ -120,7 +121,17 @@ def _train_fasttext(
 
     data = work / f"ft-{hashlib.sha1(''.join(texts[:3]).encode()).hexdigest()[:8]}-{len(texts)}.txt"
     _write_fasttext_file(data, texts, labels, names)
-    model = fasttext.train_supervised(input=str(data), seed=seed, verbose=0, **FASTTEXT_PARAMS)
+    params = dict(FASTTEXT_PARAMS)
+    while True:
+        try:
+            model = fasttext.train_supervised(input=str(data), seed=seed, verbose=0, **params)
+            break
+        except RuntimeError as exc:
+            # Tiny or skewed sets can diverge at the default rate; halve it (deterministically).
+            if "NaN" not in str(exc) or params["lr"] < 0.01:
+                raise
+            params["lr"] /= 2
+            log.warning("fastText diverged; retrying with lr=%s", params["lr"])
     if quantize:
         model.quantize(input=str(data), qnorm=True, retrain=False, cutoff=50_000)
     return model
@@ -377,7 +388,12 @@ def train(
     }
     atomic_write_text(output / "cascade.json", json.dumps(meta, indent=2) + "\n")
     atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    atomic_write_text(output / "MODEL_CARD.md", model_card(meta, metrics))
+    # Keep the hand-written part of an existing card (reviews of real scans, judgements).
+    card = model_card(meta, metrics)
+    previous = output / "MODEL_CARD.md"
+    if previous.is_file() and HAND_WRITTEN in previous.read_text(encoding="utf-8"):
+        card += "\n" + HAND_WRITTEN + previous.read_text(encoding="utf-8").split(HAND_WRITTEN, 1)[1]
+    atomic_write_text(output / "MODEL_CARD.md", card)
     return metrics
 
 
