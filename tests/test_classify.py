@@ -112,3 +112,18 @@ def test_train_rejects_bad_labels(tmp_path: Path):
     result = runner.invoke(app, ["train", "--data", str(tmp_path), "--output", str(tmp_path / "m")])
     assert result.exit_code == 2
     assert "passages.jsonl:1: depiction 'evil' not in" in result.output
+
+
+def test_shard_tasks_are_small_and_models_load_once_per_process():
+    import pickle
+
+    from corpus_lens import io
+    from corpus_lens.annotate import ShardJob
+    from corpus_lens.classify import _fasttext_models
+    from corpus_lens.dedup import DedupSettings
+    from corpus_lens.passages import PassageSpec
+
+    spec = load_spec(None)
+    job = ShardJob(io.Shard("s3://b/x.parquet", 1, "00000-x"), "out", "text", "id", 8192, PassageSpec(), spec, "cpu", DedupSettings(), ("malevolent",), "h")
+    assert len(pickle.dumps(job)) < 5_000  # paths and settings only: no model travels with a task
+    assert _fasttext_models(spec.directory) is _fasttext_models(spec.directory)

@@ -79,7 +79,7 @@ def build_summary(output: str, manifest: dict[str, Any], counts: dict[str, Any])
         ["documents", t.get("documents", 0)],
         ["documents with a lexicon hit", t.get("documents_with_hit", 0)],
         ["passages split from them", t.get("passages", 0)],
-        ["passages with a lexicon hit (fastText)", stages.get("fasttext", 0) + stages.get("embedding", 0)],
+        ["passages with or next to a lexicon hit (fastText)", stages.get("fasttext", 0) + stages.get("embedding", 0)],
         ["escalated to the embedding head", stages.get("embedding", 0)],
     ]
     breakdowns: dict[str, Any] = {"shard": {}}

@@ -325,17 +325,22 @@ def train(
         return dep, mode, float(unsure[hits].mean()) if hits.any() else 0.0
 
     test_hits = np.array([lexicon.matches(t) for t in test.texts])
-    # Gates: the cheapest escalation whose dev malevolent F1 stays within 0.01 of embedding-all.
+    # Gates: the cheapest escalation whose dev recall of malevolent and of benevolent stays
+    # within 0.02 of sending every passage to the embedding head.
     all_gates = {"fasttext_confidence": 1.01, "fasttext_flag": 0.0}
-    dep_all, _, _ = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), all_gates)
-    ref_f1 = evaluate(dep_all, ["other"] * len(dev), dev)["malevolent"]["f1"]
+
+    def recalls(gates: dict[str, float]) -> tuple[float, float, float]:
+        dep, _, rate = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), gates)
+        m = evaluate(dep, ["other"] * len(dev), dev)
+        return m["malevolent"]["recall"], m["benevolent"]["recall"], rate
+
+    ref_mal, ref_ben, _ = recalls(all_gates)
     best = (all_gates, 1.0)
-    for conf in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99):
-        for flag in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5):
+    for conf in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99):
+        for flag in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9):
             gates = {"fasttext_confidence": conf, "fasttext_flag": flag}
-            dep, _, rate = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), gates)
-            f1 = evaluate(dep, ["other"] * len(dev), dev)["malevolent"]["f1"]
-            if f1 >= ref_f1 - 0.01 and rate < best[1]:
+            mal, ben, rate = recalls(gates)
+            if mal >= ref_mal - 0.02 and ben >= ref_ben - 0.02 and rate < best[1]:
                 best = (gates, rate)
     gates = best[0]
 
@@ -420,7 +425,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"- Embedding head: MLP (one hidden layer of 256, ReLU, dropout 0.2; AdamW, weight decay 1e-2, 500 full-batch epochs) with softmax (depiction, mode) and sigmoid (tags) outputs over `{meta['embedding_model']}` "
         "sentence embeddings + calibrated fastText probabilities; class-balanced losses.",
         "- Calibration: temperature scaling on dev for every softmax.",
-        f"- Gates (chosen on dev: least escalation with malevolent F1 within 0.01 of embedding everything): `{json.dumps(meta['gates'])}`",
+        f"- Gates (chosen on dev: least escalation with malevolent and benevolent recall within 0.02 of embedding everything): `{json.dumps(meta['gates'])}`",
         f"- Decision thresholds (max F1 on dev): `{json.dumps(meta['thresholds'])}`",
         "",
         "## Test metrics (label vs rest)",
