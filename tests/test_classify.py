@@ -124,6 +124,18 @@ def test_shard_tasks_are_small_and_models_load_once_per_process():
     from corpus_lens.passages import PassageSpec
 
     spec = load_spec(None)
-    job = ShardJob(io.Shard("s3://b/x.parquet", 1, "00000-x"), "out", "text", "id", 8192, PassageSpec(), spec, "cpu", DedupSettings(), ("malevolent",), "h")
+    job = ShardJob(
+        io.Shard("s3://b/x.parquet", 1, "00000-x"),
+        "out",
+        "text",
+        "id",
+        8192,
+        PassageSpec(),
+        spec,
+        "cpu",
+        DedupSettings(),
+        ("malevolent",),
+        "h",
+    )
     assert len(pickle.dumps(job)) < 5_000  # paths and settings only: no model travels with a task
     assert _fasttext_models(spec.directory) is _fasttext_models(spec.directory)

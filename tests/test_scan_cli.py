@@ -297,3 +297,26 @@ def test_unreadable_file_names_the_shard(tmp_path: Path):
     result = scan(str(tmp_path / "in" / "x.parquet" / "part.txt"), "--output", str(tmp_path / "out"))
     assert result.exit_code == 1
     assert "part.txt" in result.output and "not a readable Parquet file" in result.output
+
+
+def test_same_ids_in_two_shards_are_distinct_passages_and_cluster_as_copies(tmp_path: Path, demo_rows):
+    robots = [r for r in demo_rows if "robot" in r["text"][:4000].lower()][:3]
+    rows = [{"id": r["id"], "text": r["text"][:4000]} for r in robots]
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    write_shard(tmp_path / "in" / "a.parquet", rows, schema)
+    write_shard(tmp_path / "in" / "b.parquet", rows, schema)  # the same documents again
+    out = tmp_path / "out"
+    result = scan(str(tmp_path / "in"), "--output", str(out), "--config", str(_dedup_all(tmp_path)))
+    assert result.exit_code == 0, result.output
+    a = pq.read_table(out / "annotations" / "00000-a.parquet").to_pylist()
+    b = pq.read_table(out / "annotations" / "00001-b.parquet").to_pylist()
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        assert x["dup_cluster"] == y["dup_cluster"] == f"{x['doc_id']}#{x['passage_index']}@00000-a"
+        assert x["dup_is_representative"] is True and y["dup_is_representative"] is False
+
+
+def _dedup_all(tmp_path: Path) -> Path:
+    path = tmp_path / "dedup-all.toml"
+    path.write_text('dedup_labels = ["*"]\n')
+    return path

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from corpus_lens import io
 from corpus_lens.classify import CascadeSpec, _lexicon, classify_passages
-from corpus_lens.dedup import DedupSettings, signatures
+from corpus_lens.dedup import DedupSettings, passage_id, signatures
 from corpus_lens.errors import InputError
 from corpus_lens.passages import PassageSpec, split_passages
 from corpus_lens.schema import ANNOTATION_SCHEMA, DEPICTIONS, DOCUMENT_SCHEMA, MODES
@@ -293,7 +293,8 @@ def scan_shard(job: ShardJob) -> dict[str, Any]:
     labels = job.dedup_labels
     flagged = ann if "*" in labels else ann.filter(pc.is_in(ann.column("depiction"), pa.array(labels)))
     pids = [
-        f"{d}#{k}" for d, k in zip(flagged.column("doc_id").to_pylist(), flagged.column("passage_index").to_pylist())
+        passage_id(d, k, job.shard.key)
+        for d, k in zip(flagged.column("doc_id").to_pylist(), flagged.column("passage_index").to_pylist())
     ]
     sigs = signatures(flagged.column("text").to_pylist(), job.dedup)
     sig_table = pa.table(

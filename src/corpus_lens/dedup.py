@@ -39,6 +39,15 @@ class DedupSettings:
         }
 
 
+def passage_id(doc_id: str, passage_index: int, shard_key: str) -> str:
+    """A passage's id across a whole scan (document ids may repeat across shards).
+
+    ``shard_key`` is the shard's output name, e.g. ``00001-web-00001``: the same for the same
+    inputs wherever they are stored.
+    """
+    return f"{doc_id}#{passage_index}@{shard_key}"
+
+
 def shingles(text: str, n: int) -> list[bytes]:
     """Distinct word n-grams of a text (lower case), as UTF-8 bytes; short texts give one."""
     words = text.lower().split()
@@ -63,6 +72,21 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
+def _shingle_hashes(text: str, n: int) -> list[int]:
+    """xxh32 of every word n-gram (as in ``shingles``, repeats included: they do not change a
+    minimum). The text is lower-cased, split and joined once; each n-gram is then a slice of
+    those bytes, which avoids building a string per n-gram."""
+    words = text.lower().split()
+    if len(words) < n:
+        return [xxhash.xxh32_intdigest(" ".join(words).encode())] if words else []
+    joined = " ".join(words).encode()
+    spaces = np.flatnonzero(np.frombuffer(joined, dtype=np.uint8) == 32)
+    starts = np.concatenate([[0], spaces + 1])[: len(spaces) + 2 - n]
+    ends = np.concatenate([spaces, [len(joined)]])[n - 1 :]
+    h = xxhash.xxh32_intdigest
+    return [h(joined[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
+
+
 def signatures(texts: list[str], settings: DedupSettings, chunk: int = 2048) -> np.ndarray:
     """MinHash signatures, shape (len(texts), num_perm), dtype uint32.
 
@@ -74,17 +98,18 @@ def signatures(texts: list[str], settings: DedupSettings, chunk: int = 2048) -> 
     a, b = _permutations(settings.num_perm, settings.seed)
     out = np.full((len(texts), settings.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     for start in range(0, len(texts), chunk):
-        sets = [shingles(t, settings.ngram) for t in texts[start : start + chunk]]
-        lengths = np.array([len(s) for s in sets])
-        flat = [x for s in sets for x in s]
-        if not flat:
+        hashes = [_shingle_hashes(t, settings.ngram) for t in texts[start : start + chunk]]
+        lengths = np.array([len(x) for x in hashes])
+        if not lengths.sum():
             continue
-        hv = _fmix32(np.fromiter((xxhash.xxh32_intdigest(x) for x in flat), np.uint32, len(flat)))
+        hv = _fmix32(np.fromiter((v for x in hashes for v in x), np.uint32, int(lengths.sum())))
+        # (num_perm, shingles) layout: each permutation runs over a contiguous row, in place.
         with np.errstate(over="ignore"):
-            phv = hv[:, None] * a[None, :] + b[None, :]
+            phv = np.multiply.outer(a, hv)
+            phv += b[:, None]
         nonempty = np.flatnonzero(lengths)
         offsets = np.concatenate([[0], np.cumsum(lengths)])[nonempty]
-        out[start + nonempty] = np.minimum.reduceat(phv, offsets, axis=0)
+        out[start + nonempty] = np.minimum.reduceat(phv, offsets, axis=1).T
     return out
 
 

@@ -26,7 +26,7 @@ from corpus_lens import __version__, io
 from corpus_lens.annotate import ShardJob, scan_shard
 from corpus_lens.classify import CascadeSpec, load_spec
 from corpus_lens.config import ScanConfig
-from corpus_lens.dedup import DedupSettings, cluster
+from corpus_lens.dedup import DedupSettings, cluster, passage_id
 from corpus_lens.errors import CorpusLensError, InputError, OutputError
 from corpus_lens.passages import PassageSpec
 from corpus_lens.policy import Policy, apply_shard, load_policy
@@ -278,7 +278,10 @@ def _finalize_annotations(jobs: list[ShardJob], clusters: dict[str, str], cfg: S
         sizes[c] = sizes.get(c, 0) + 1
     for job in jobs:
         ann = io.read_table(io.join(job.work, "annotations.parquet"))
-        pids = [f"{d}#{k}" for d, k in zip(ann.column("doc_id").to_pylist(), ann.column("passage_index").to_pylist())]
+        pids = [
+            passage_id(d, k, job.shard.key)
+            for d, k in zip(ann.column("doc_id").to_pylist(), ann.column("passage_index").to_pylist())
+        ]
         cl = [clusters.get(p) for p in pids]
         rep = [None if c is None else c == p for c, p in zip(cl, pids)]
         ann = ann.set_column(ann.schema.get_field_index("dup_cluster"), "dup_cluster", pa.array(cl, pa.string()))
@@ -373,7 +376,7 @@ def _write_samples(jobs: list[ShardJob], cfg: ScanConfig) -> None:
             "score_none",
         ]
         for rec in ann.select(cols).to_pylist():
-            key = _sample_key(cfg.seed, f"{rec['doc_id']}#{rec['passage_index']}")
+            key = _sample_key(cfg.seed, passage_id(rec["doc_id"], rec["passage_index"], job.shard.key))
             bucket = best[rec["depiction"]]
             bucket.append((key, rec))
             if len(bucket) > 4 * cfg.samples_per_label:

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpus_lens import io
+from corpus_lens.dedup import passage_id
 from corpus_lens.errors import InputError
 from corpus_lens.schema import DEPICTIONS, MODES, TAGS
 
@@ -139,6 +140,11 @@ def build_summary(output: str, manifest: dict[str, Any], counts: dict[str, Any])
     }
 
 
+def _with_key(table: pa.Table, path: str) -> pa.Table:
+    key = path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet")
+    return table.append_column("shard_key", pa.array([key] * table.num_rows, pa.string()))
+
+
 def _from_annotations(
     output: str, manifest: dict[str, Any], counts: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -146,7 +152,7 @@ def _from_annotations(
         f for f in io.list_files(io.join(output, "annotations"), ".parquet") if not f.endswith(".documents.parquet")
     ]
     tables = [
-        io.read_table(f).select(
+        _with_key(io.read_table(f), f).select(
             [
                 "doc_id",
                 "shard",
@@ -161,6 +167,7 @@ def _from_annotations(
                 "score_none",
                 "dup_cluster",
                 "dup_is_representative",
+                "shard_key",
             ]
         )
         for f in files
@@ -176,7 +183,7 @@ def _from_annotations(
     wanted = {c["cluster"]: c["size"] for c in counts.get("dedup", {}).get("largest_clusters", [])[:10]}
     if table is not None and wanted:
         for rec in table.filter(table.column("dup_is_representative").fill_null(False)).to_pylist():
-            pid = f"{rec['doc_id']}#{rec['passage_index']}"
+            pid = passage_id(rec["doc_id"], rec["passage_index"], rec["shard_key"])
             if pid in wanted:
                 largest.append(
                     {
