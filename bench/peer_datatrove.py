@@ -17,7 +17,7 @@ shards, model, work = sys.argv[1:4]
 LocalPipelineExecutor(
     pipeline=[
         ParquetReader(shards, glob_pattern="*.parquet", text_key="text", id_key="id"),
-        FastTextClassifierFilter(model, remove_labels=[("malevolent", 0.5)]),
+        FastTextClassifierFilter(model, remove_labels=[("malevolent", 0.5)], save_labels_in_metadata=False),
         ParquetWriter(f"{work}/out"),
     ],
     tasks=1,
