@@ -131,7 +131,8 @@ def peer_available() -> bool:
     subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
     pip = [str(PEER_VENV / "bin" / "pip"), "install", "--quiet"]
     ok = subprocess.run(
-        [*pip, "datatrove==0.10.1", "regex", "fasteners", "fasttext-numpy2-wheel", "numpy==2.4.6", "pyarrow==26.0.1"], capture_output=True
+        [*pip, "datatrove==0.10.1", "regex", "fasteners", "fasttext-numpy2-wheel", "numpy==2.4.6", "pyarrow==26.0.1"],
+        capture_output=True,
     )
     return ok.returncode == 0
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from corpus_lens import io
-from corpus_lens.classify import CascadeSpec, _lexicon, classify_passages
+from corpus_lens.classify import CascadeSpec, classify_passages, lexicon_of
 from corpus_lens.dedup import DedupSettings, passage_id, signatures
 from corpus_lens.errors import InputError
 from corpus_lens.passages import PassageSpec, split_passages
@@ -27,7 +27,7 @@ from corpus_lens.stats import bump, merge
 log = logging.getLogger(__name__)
 
 _HOST = r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?(?P<host>[^/:?#]+)"
-_FAILURE_SAMPLE = 50  # failed rows listed per shard and reason (all are counted)
+_FAILURE_SAMPLE = 50  # failed rows listed per shard (all are counted, by reason)
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,34 @@ def _check_columns(schema: pa.Schema, job: ShardJob) -> None:
         )
 
 
-def _group_keys(batch: pa.RecordBatch) -> dict[str, list[str]]:
+def _group_keys(batch: pa.RecordBatch) -> dict[str, pa.Array]:
     """Per-row keys for the breakdowns: `source` and URL host, when those columns exist."""
-    keys: dict[str, list[str]] = {}
+    keys: dict[str, pa.Array] = {}
     names = batch.schema.names
     if "source" in names:
-        keys["by_source"] = pc.fill_null(pc.cast(batch.column("source"), pa.string()), "(null)").to_pylist()
+        keys["by_source"] = pc.fill_null(pc.cast(batch.column("source"), pa.string()), "(null)")
     if "url" in names:
-        hosts = pc.extract_regex(pc.cast(batch.column("url"), pa.string()), _HOST)
-        keys["by_host"] = [(h["host"].lower() if h else "(none)") for h in hosts.to_pylist()]
+        hosts = pc.struct_field(pc.extract_regex(pc.cast(batch.column("url"), pa.string()), _HOST), "host")
+        keys["by_host"] = pc.fill_null(pc.utf8_lower(hosts), "(none)")
     return keys
+
+
+def _count_documents(
+    stats: dict[str, Any], labels: np.ndarray, words: np.ndarray, groups: dict[str, pa.Array], ok: np.ndarray
+) -> None:
+    """Documents and words per document label, overall and per group key, aggregated in Arrow
+    (this runs over every document of a batch, so no per-row Python)."""
+    docs = pa.table({"label": pa.array(labels[ok], pa.string()), "words": pa.array(words[ok], pa.int64())})
+    for rec in docs.group_by("label").aggregate([("words", "sum"), ("words", "count")]).to_pylist():
+        bump(stats, "document_depiction", rec["label"], by=rec["words_count"])
+        bump(stats, "document_words", rec["label"], by=rec["words_sum"])
+    mask = pa.array(ok)
+    for group, keys in groups.items():
+        table = docs.append_column("key", keys.filter(mask))
+        for rec in table.group_by(["key", "label"]).aggregate([("words", "sum"), ("words", "count")]).to_pylist():
+            bump(stats, group, rec["key"], "documents", by=rec["words_count"])
+            bump(stats, group, rec["key"], "words", by=rec["words_sum"])
+            bump(stats, group, rec["key"], "depiction", rec["label"], by=rec["words_count"])
 
 
 def _doc_row(doc_id: str, row: int, words: int, n_passages: int, ann: pa.Table, job: ShardJob) -> dict[str, Any]:
@@ -158,7 +176,7 @@ def doc_ids(batch: pa.RecordBatch, shard_url: str, id_column: str, first_row: in
 def _process_batch(
     batch: pa.RecordBatch, first_row: int, job: ShardJob, seen_ids: set[str]
 ) -> tuple[pa.Table, list[dict], dict[str, Any]]:
-    lexicon = _lexicon(job.cascade.directory)
+    lexicon = lexicon_of(job.cascade.directory)
     stats: dict[str, Any] = {"rows_in": len(batch)}
     texts = batch.column(job.text_column)
     ids = doc_ids(batch, job.shard.url, job.id_column, first_row)
@@ -253,16 +271,11 @@ def _process_batch(
             row = _doc_row(ids[i], first_row + i, int(words[i]), int(n_split[i]), ann.take(chunk), job)
             doc_label[i] = row["depiction"]
             doc_rows.append(row)
-    for i in np.flatnonzero(ok):
-        bump(stats, "document_depiction", str(doc_label[i]))
-        bump(stats, "document_words", str(doc_label[i]), by=int(words[i]))
-        for group, keys in groups.items():
-            bump(stats, group, keys[i], "documents")
-            bump(stats, group, keys[i], "words", by=int(words[i]))
-            bump(stats, group, keys[i], "depiction", str(doc_label[i]))
+    _count_documents(stats, doc_label, words, groups, ok)
     for group, keys in groups.items():
+        key_of = keys.to_numpy(zero_copy_only=False)
         for d, i in zip(deps, doc_idx):
-            bump(stats, group, keys[i], "passages", d)
+            bump(stats, group, key_of[i], "passages", d)
     return ann, doc_rows, stats
 
 
@@ -287,6 +300,7 @@ def scan_shard(job: ShardJob) -> dict[str, Any]:
         stats = merge(stats, batch_stats)
     stats.setdefault("rows_in", 0)
     stats.setdefault("rows_failed", 0)
+    stats["failures"] = stats.get("failures", [])[:_FAILURE_SAMPLE]
     ann = pa.concat_tables(tables) if tables else ANNOTATION_SCHEMA.empty_table()
     docs = pa.Table.from_pylist(doc_rows, schema=DOCUMENT_SCHEMA)
 

@@ -125,7 +125,8 @@ def load_spec(
 
 
 @lru_cache(maxsize=4)
-def _lexicon(directory: Path) -> Lexicon:
+def lexicon_of(directory: Path) -> Lexicon:
+    """The model directory's lexicon, compiled once per process."""
     return Lexicon.from_file(directory / "lexicon.txt")
 
 
@@ -255,7 +256,7 @@ def classify_passages(
     """
     n = len(texts)
     if lexicon_hits is None:
-        lexicon = _lexicon(spec.directory)
+        lexicon = lexicon_of(spec.directory)
         lexicon_hits = np.array([lexicon.matches(t) for t in texts], dtype=bool)
     head = _head(spec.directory)
     nan = np.full(n, np.nan, dtype=np.float32)

@@ -165,6 +165,7 @@ def classify(
 
     Example: echo '{"text": "The ship computer refused to open the airlock."}' | corpuslens classify -
     """
+    from corpus_lens import io
     from corpus_lens.classify import classify_passages, load_spec
     from corpus_lens.schema import DEPICTIONS, MODES
 
@@ -172,18 +173,8 @@ def classify(
     try:
         spec = load_spec(models, embedding_model)
         stream = contextlib.nullcontext(sys.stdin) if input == "-" else open(input, encoding="utf-8")
-        records = []
         with stream as lines:
-            for lineno, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{input}:{lineno}: not valid JSON ({exc.msg})") from None
-                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                    raise ConfigError(f"{input}:{lineno}: expected an object with a string `text`")
-                records.append(rec)
+            records = [rec for _, rec in io.parse_jsonl(lines, input, "text", ConfigError)]
         table = classify_passages([r["text"] for r in records], spec, device)
     except FileNotFoundError:
         raise _fail(ConfigError(f"input file not found: {input}")) from None

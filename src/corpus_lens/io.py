@@ -6,7 +6,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,3 +186,25 @@ def read_text(url: str) -> str:
     fs, path = _fs(url)
     with fs.open(path, "rb") as f:
         return f.read().decode("utf-8")
+
+
+def parse_jsonl(
+    lines: Iterable[str], where: str, text_column: str, error: type[Exception] = InputError
+) -> list[tuple[int, dict[str, Any]]]:
+    """JSON-lines records with a string ``text_column``, as (line number, record); blank lines skipped.
+
+    Raises:
+        ``error``: naming ``where`` and the line, for a line that is not JSON or lacks the text.
+    """
+    records = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{where}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get(text_column), str):
+            raise error(f"{where}:{lineno}: expected an object with a string {text_column!r}")
+        records.append((lineno, rec))
+    return records

@@ -10,7 +10,6 @@ inside each shard at positions decided by the same kind of hash, so reruns are b
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import numpy as np
@@ -40,15 +39,7 @@ def read_positive(paths: list[str], text_column: str, id_column: str) -> list[di
         if path.endswith((".jsonl", ".json")):
             if not io.exists(path):
                 raise InputError(f"positive corpus {path}: no such file")
-            for lineno, line in enumerate(io.read_text(path).splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"positive corpus {path}:{lineno}: not valid JSON ({exc.msg})") from None
-                if not isinstance(rec.get(text_column), str):
-                    raise InputError(f"positive corpus {path}:{lineno}: expected a string {text_column!r}")
+            for lineno, rec in io.parse_jsonl(io.read_text(path).splitlines(), f"positive corpus {path}", text_column):
                 docs.append({"id": str(rec.get(id_column, f"{path}#{lineno}")), "text": rec[text_column]})
             continue
         for shard in io.discover_shards([path]):

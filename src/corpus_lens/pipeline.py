@@ -10,6 +10,7 @@ report and the manifest.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -85,8 +86,6 @@ def prepare_output(cfg: ScanConfig, resume: bool, overwrite: bool) -> dict[str, 
     """
     previous = io.read_json(io.join(cfg.output, "manifest.json"))
     if previous is None:
-        if resume and io.exists(io.join(cfg.output, "_work")):
-            return None
         return None
     if overwrite:
         io.remove_tree(cfg.output)
@@ -385,8 +384,6 @@ def _write_samples(jobs: list[ShardJob], cfg: ScanConfig) -> None:
     for label, bucket in best.items():
         bucket.sort(key=lambda x: x[0])
         lines = []
-        import json
-
         for _, rec in bucket[: cfg.samples_per_label]:
             rec = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}
             lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=True))

@@ -369,8 +369,6 @@ def train(
     }
     from importlib.metadata import version
 
-    import fasttext  # noqa: F401  (version for the card)
-
     meta = {
         "format": CASCADE_FORMAT,
         "name": name,
