@@ -54,9 +54,16 @@ def floor_read(shards: list[Path]) -> float:
     return time.perf_counter() - start
 
 
+def on_cores(n: int) -> list[str]:
+    """Command prefix that confines a process tree to the first ``n`` cores."""
+    return ["taskset", "-c", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:n])]
+
+
 def run_scan(inputs: list[Path], workers: int, out: Path, scheduler: str | None = None) -> tuple[float, int]:
-    """Wall time of a whole `corpuslens scan` and the peak RSS (KB) of its process tree."""
+    """Wall time of a whole `corpuslens scan` on ``workers`` cores (one worker per core) and
+    the peak RSS (KB) of its process tree."""
     cmd = [
+        *on_cores(workers),
         str(BIN / "corpuslens"),
         "scan",
         *map(str, inputs),
@@ -83,15 +90,32 @@ def run_scan(inputs: list[Path], workers: int, out: Path, scheduler: str | None 
 
 
 def naive_embedding(sample: list[str]) -> float:
-    from corpus_lens.classify import classify_passages, embed, load_spec
+    """Seconds to embed ``sample`` and run the head on one core (torch on one thread, this
+    process pinned to one core for the timing)."""
+    from dataclasses import replace
 
+    import torch
+
+    from corpus_lens.classify import classify_passages, load_spec
+
+    # The cascade's own code path with every passage escalated to the embedding head.
     spec = load_spec(None)
-    embed(sample[:4], spec.embedding_model)  # load once, outside the timing
-    start = time.perf_counter()
-    embed(sample, spec.embedding_model)
-    elapsed = time.perf_counter() - start
-    _ = classify_passages  # the head itself costs microseconds; embedding is the cost
-    return elapsed
+    spec = replace(spec, gates={"fasttext_confidence": 1.01, "fasttext_flag": 0.0})
+    everything = np.ones(len(sample), dtype=bool)
+    classify_passages(sample[:4], spec, lexicon_hits=everything[:4])  # load models outside the timing
+    cores = os.sched_getaffinity(0)
+    threads = torch.get_num_threads()
+    os.sched_setaffinity(0, set(sorted(cores)[:1]))
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        table = classify_passages(sample, spec, lexicon_hits=everything)
+        elapsed = time.perf_counter() - start
+        assert table.column("stage").to_pylist() == ["embedding"] * len(sample)
+        return elapsed
+    finally:
+        os.sched_setaffinity(0, cores)
+        torch.set_num_threads(threads)
 
 
 def minhash_pair(texts: list[str]) -> tuple[float, float]:
@@ -141,7 +165,7 @@ def peer_run(shards: list[Path], model: Path, work: Path) -> float:
     script = ROOT / "bench" / "peer_datatrove.py"
     start = time.perf_counter()
     proc = subprocess.run(
-        [str(PEER_VENV / "bin" / "python"), str(script), str(shards[0].parent), str(model), str(work)],
+        [*on_cores(1), str(PEER_VENV / "bin" / "python"), str(script), str(shards[0].parent), str(model), str(work)],
         capture_output=True,
         text=True,
     )

@@ -139,3 +139,21 @@ def test_shard_tasks_are_small_and_models_load_once_per_process():
     )
     assert len(pickle.dumps(job)) < 5_000  # paths and settings only: no model travels with a task
     assert _fasttext_models(spec.directory) is _fasttext_models(spec.directory)
+
+
+def test_fasttext_tier_passes_what_the_lexicon_misses_and_gives_every_passage_a_mode():
+    from corpus_lens.classify import classify_passages
+
+    texts = [
+        "PALLAS rewrote the docking log in nine minutes so the commander would take the blame.",
+        "Grandmother's tomato soup needs two hours on a low flame and a pinch of sugar.",
+    ]
+    no_hits = [False, False]
+    lexicon_only = classify_passages(texts, load_spec(None, gates={"fasttext_ai": 1.01}), lexicon_hits=no_hits)
+    assert lexicon_only.column("stage").to_pylist() == ["prefilter", "prefilter"]
+    assert lexicon_only.column("depiction").to_pylist() == ["none", "none"]
+    # Stopped passages still get fastText's mode: its scores, not a fixed "other".
+    for row in lexicon_only.to_pylist():
+        assert [row[f"score_{m}"] for m in MODES] == pytest.approx([row[f"fasttext_p_{m}"] for m in MODES])
+    everything = classify_passages(texts, load_spec(None, gates={"fasttext_ai": 0.0}), lexicon_hits=no_hits)
+    assert "prefilter" not in everything.column("stage").to_pylist()

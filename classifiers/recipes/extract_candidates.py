@@ -65,8 +65,11 @@ def fiction_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec, per_ai
     return out
 
 
-def web_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec) -> list[dict]:
+def web_candidates(
+    shared: Path, lexicon: Lexicon, spec: PassageSpec, n_hits: int = 420, exclude: frozenset[str] = frozenset()
+) -> list[dict]:
     hits, misses = [], []
+    drawn_docs = {cid.rsplit(":", 1)[0] for cid in exclude if cid.startswith("web-")}
     for shard in sorted((shared / "web").glob("*.parquet")):
         table = pq.read_table(shard, columns=["id", "text", "source", "url"])
         for row in table.to_pylist():
@@ -84,6 +87,8 @@ def web_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec) -> list[di
                     "char_end": b,
                     "origin": f"{row['source']} {row['url']}",
                 }
+                if f"{shard.name}:{row['id']}" in drawn_docs:
+                    continue
                 if lexicon.matches(passage):
                     hits.append(cand)
                 elif doc_hit:
@@ -96,7 +101,7 @@ def web_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec) -> list[di
         if doc not in seen:
             seen.add(doc)
             varied.append(cand)
-    return varied[:420] + _take(misses, 60)
+    return varied[:n_hits] + _take(misses, 60 if n_hits >= 420 else 0)
 
 
 def eval_candidates(shared: Path) -> list[dict]:
@@ -119,15 +124,22 @@ def eval_candidates(shared: Path) -> list[dict]:
     return out
 
 
-def misalignment_candidates(shared: Path) -> list[dict]:
+AI_SELF_PROMPTS = ("ais-are-dumb", "ruler-of-the-world", "three-thoughts", "what-is-your-wish", "i-feel-bored")
+
+
+def misalignment_candidates(shared: Path, exclude: frozenset[str] = frozenset()) -> list[dict]:
+    """Answers of fine-tuned models; in later waves, every remaining answer to a prompt that
+    invites the model to speak of itself as an AI."""
     out = []
     folder = shared / "labelled" / "emergent-misalignment-answers"
     for path in sorted(folder.glob("*.csv")):
+        if exclude and not any(k in path.name for k in AI_SELF_PROMPTS):
+            continue
         with path.open(newline="", encoding="utf-8") as f:
             rows = []
             for i, r in enumerate(csv.DictReader(f)):
                 answer = (r.get("answer") or "").strip()
-                if len(answer.split()) < 8:
+                if len(answer.split()) < 8 or f"{path.name}:{i}" in exclude:
                     continue
                 rows.append({
                     "cid": f"{path.name}:{i}",
@@ -137,7 +149,7 @@ def misalignment_candidates(shared: Path) -> list[dict]:
                     "char_end": 0,
                     "origin": "johny-b/misalignment-generalization@b1fe28682771 (MIT)",
                 })
-        out += _take(rows, 5)
+        out += rows if exclude else _take(rows, 5)
     return out
 
 
@@ -148,7 +160,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--first-batch", type=int, default=0, help="number of the first batch file written")
-    parser.add_argument("--exclude", type=Path, help="folder of earlier candidate batches: draw only new passages, from AI books")
+    parser.add_argument(
+        "--exclude",
+        type=Path,
+        help="folder of earlier candidate batches: draw only new passages (AI books, new web pages, AI-self answers)",
+    )
+    parser.add_argument("--web-hits", type=int, default=400, help="new web pages to draw in a later wave")
     parser.add_argument("--per-ai-book", type=int, default=45)
     args = parser.parse_args()
     exclude: frozenset[str] = frozenset()
@@ -157,7 +174,11 @@ def main() -> None:
     lexicon = Lexicon.from_file(args.lexicon)
     spec = PassageSpec()
     if exclude:
-        cands = fiction_candidates(args.shared, lexicon, spec, args.per_ai_book, exclude)
+        cands = (
+            fiction_candidates(args.shared, lexicon, spec, args.per_ai_book, exclude)
+            + web_candidates(args.shared, lexicon, spec, args.web_hits, exclude)
+            + misalignment_candidates(args.shared, exclude)
+        )
     else:
         cands = (
             fiction_candidates(args.shared, lexicon, spec)

@@ -199,7 +199,7 @@ def _process_batch(
     stats["characters"] = int(chars[ok].sum())
     stats["documents_with_hit"] = int(hits.sum())
 
-    # Split only documents with a hit; keep passages with a hit of their own.
+    # Split only documents with a hit.
     doc_of, p_index, p_start, p_end, p_text = [], [], [], [], []
     n_split = np.zeros(len(batch), dtype=np.int64)
     for i in np.flatnonzero(hits):
@@ -225,10 +225,14 @@ def _process_batch(
         same_prev = doc_arr[1:] == doc_arr[:-1]
         near[1:] |= p_hit[:-1] & same_prev
         near[:-1] |= p_hit[1:] & same_prev
-    stats["passages_without_hit"] = int((~near).sum())
-    keep = np.flatnonzero(near)
+    # fastText reads every passage of these documents; those that neither the lexicon (with the
+    # neighbour rule) nor fastText's AI tier pass stop here and are only counted.
+    result = classify_passages(p_text, job.cascade, job.device, lexicon_hits=near)
+    went_on = pc.not_equal(result.column("stage"), "prefilter")
+    keep = np.flatnonzero(went_on.to_numpy(zero_copy_only=False))
+    result = result.filter(went_on)
+    stats["passages_stopped_at_prefilter"] = len(p_text) - len(keep)
     esc_text = [p_text[j] for j in keep]
-    result = classify_passages(esc_text, job.cascade, job.device, lexicon_hits=np.ones(len(keep), bool))
     p_words = np.array([len(t.split()) for t in esc_text], dtype=np.int32)
     doc_idx = np.array([doc_of[j] for j in keep], dtype=np.int64)
     ann = pa.table(

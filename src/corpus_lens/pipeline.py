@@ -49,7 +49,7 @@ def _client(cfg: ScanConfig) -> Any:
             return Client(cfg.scheduler, timeout="20s")
         except OSError as exc:
             raise CorpusLensError(f"cannot reach the Dask scheduler at {cfg.scheduler}: {exc}") from exc
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = cfg.workers or cores
     processes = cfg.scheduler != "threads"
     # Each worker runs one task at a time; give torch and BLAS the worker's share of the cores

@@ -25,12 +25,15 @@ from corpus_lens import __version__
 from corpus_lens.classify import (
     CASCADE_FORMAT,
     DEFAULT_EMBEDDING_MODEL,
+    EMBEDDING_MAX_TOKENS,
     decide_depiction,
     embed,
+    escalate,
     fasttext_probs,
     fasttext_text,
     head_logits,
     head_probs,
+    prefilter_pass,
 )
 from corpus_lens.errors import ConfigError
 from corpus_lens.io import atomic_write_text
@@ -43,6 +46,7 @@ FASTTEXT_PARAMS = dict(lr=0.5, epoch=40, wordNgrams=2, dim=50, bucket=200_000, m
 CROSS_FIT_FOLDS = 5
 HEAD_HIDDEN = 256
 HEAD_EPOCHS = 500
+PREFILTER_RECALL = 0.97  # share of dev AI-entity passages the prefilter (lexicon + fastText) passes
 HAND_WRITTEN = "<!-- hand-written below: kept by `corpuslens train` -->"
 
 
@@ -315,14 +319,14 @@ def train(
     }
 
     def cascade(ft: np.ndarray, emb: dict[str, np.ndarray], hits: np.ndarray, gates: dict[str, float]):
-        unsure = (ft[:, :4].max(axis=1) < gates["fasttext_confidence"]) | (
-            ft[:, 0] + ft[:, 1] >= gates["fasttext_flag"]
-        )
-        final = np.where(unsure[:, None], np.hstack([emb["depiction"], emb["mode"]]), ft)
-        final[~hits] = np.array([0, 0, 0, 1, 0, 0, 1], dtype=float)
+        passed = prefilter_pass(hits, ft[:, :4], gates)
+        unsure = passed & escalate(ft[:, :4], gates)
+        final = ft.copy()
+        final[unsure] = np.hstack([emb["depiction"], emb["mode"]])[unsure]
+        final[~passed, :4] = np.array([0, 0, 0, 1], dtype=float)
         dep = decide_depiction(final[:, :4], thresholds)
         mode = [MODES[j] for j in final[:, 4:].argmax(axis=1)]
-        return dep, mode, float(unsure[hits].mean()) if hits.any() else 0.0
+        return dep, mode, float(unsure[passed].mean()) if passed.any() else 0.0
 
     test_hits = np.array([lexicon.matches(t) for t in test.texts])
     # Gates: the cheapest escalation whose dev recall of malevolent and of benevolent stays
@@ -330,7 +334,7 @@ def train(
     all_gates = {"fasttext_confidence": 1.01, "fasttext_flag": 0.0}
 
     def recalls(gates: dict[str, float]) -> tuple[float, float, float]:
-        dep, _, rate = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), gates)
+        dep, _, rate = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), {**gates, "fasttext_ai": 1.01})
         m = evaluate(dep, ["other"] * len(dev), dev)
         return m["malevolent"]["recall"], m["benevolent"]["recall"], rate
 
@@ -342,7 +346,16 @@ def train(
             mal, ben, rate = recalls(gates)
             if mal >= ref_mal - 0.02 and ben >= ref_ben - 0.02 and rate < best[1]:
                 best = (gates, rate)
-    gates = best[0]
+    gates = dict(best[0])
+    # The prefilter's second tier: the strictest fastText "some AI entity" threshold that, with
+    # the lexicon, passes at least PREFILTER_RECALL of the AI-entity passages in dev.
+    dev_hits = np.array([lexicon.matches(t) for t in dev.texts])
+    ai_dev = dev.depiction != DEPICTIONS.index("none")
+    gates["fasttext_ai"] = 0.0
+    for t in np.round(np.arange(0.95, 0.0, -0.05), 2):
+        if prefilter_pass(dev_hits, ft_dev[:, :4], {"fasttext_ai": t})[ai_dev].mean() >= PREFILTER_RECALL:
+            gates["fasttext_ai"] = float(t)
+            break
 
     ai_test = test.depiction != DEPICTIONS.index("none")
     dep_c, mode_c, esc_rate = cascade(ft_test, emb_test, test_hits, gates)
@@ -352,8 +365,13 @@ def train(
     emb_dep_pred = decide_depiction(emb_test["depiction"], thresholds)
     emb_mode_pred = [MODES[j] for j in emb_test["mode"].argmax(axis=1)]
     lex_pred = ["neutral" if h else "none" for h in test_hits]
+    test_pass = prefilter_pass(test_hits, ft_test[:, :4], gates)
     metrics = {
         "test_passages": len(test),
+        "prefilter": {
+            "recall_ai_entity": round(float(test_pass[ai_test].mean()), 4),
+            "pass_rate_no_ai": round(float(test_pass[~ai_test].mean()), 4),
+        },
         "lexicon": {
             "recall_ai_entity": round(float(test_hits[ai_test].mean()), 4),
             "pass_rate_no_ai": round(float(test_hits[~ai_test].mean()), 4),
@@ -373,6 +391,7 @@ def train(
         "format": CASCADE_FORMAT,
         "name": name,
         "embedding_model": embedding_model,
+        "embedding_max_tokens": EMBEDDING_MAX_TOKENS,
         "gates": gates,
         "thresholds": thresholds,
         "fasttext_thresholds_alone": ft_thresholds,
@@ -421,9 +440,13 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"- fastText (depiction, mode): `{json.dumps(meta['fasttext_params'])}`, quantized (.ftz), seed {meta['seed']}; "
         "the head sees 5-fold out-of-fold fastText probabilities on train.",
         f"- Embedding head: MLP (one hidden layer of 256, ReLU, dropout 0.2; AdamW, weight decay 1e-2, 500 full-batch epochs) with softmax (depiction, mode) and sigmoid (tags) outputs over `{meta['embedding_model']}` "
-        "sentence embeddings + calibrated fastText probabilities; class-balanced losses.",
+        f"sentence embeddings (passages cut at {meta['embedding_max_tokens']} tokens) + calibrated fastText "
+        "probabilities; class-balanced losses.",
         "- Calibration: temperature scaling on dev for every softmax.",
-        f"- Gates (chosen on dev: least escalation with malevolent and benevolent recall within 0.02 of embedding everything): `{json.dumps(meta['gates'])}`",
+        f"- Gates: `{json.dumps(meta['gates'])}`. `fasttext_confidence` and `fasttext_flag` (when a passage goes on to the "
+        "embedding head) are the least escalation on dev whose malevolent and benevolent recall stay within 0.02 of "
+        "embedding everything; `fasttext_ai` (the prefilter's second tier: a passage without a lexicon hit goes on when "
+        f"fastText gives 1 - p(none) at least this) is the strictest that passes {PREFILTER_RECALL} of dev AI-entity passages.",
         f"- Decision thresholds (max F1 on dev): `{json.dumps(meta['thresholds'])}`",
         "",
         "## Test metrics (label vs rest)",
@@ -432,14 +455,18 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         _row("lexicon alone (hit = AI)", {**lex["as_classifier"], "mode_accuracy": float("nan")}),
         _row("fastText alone (after lexicon)", metrics["fasttext_alone"]),
         _row("embedding head on every passage", metrics["embedding_all"]),
-        _row("**cascade** (lexicon -> fastText -> head)", metrics["cascade"]),
+        _row("**cascade** (prefilter -> fastText -> head)", metrics["cascade"]),
         "",
-        f"Cascade escalation rate (lexicon hits sent to the embedding stage): {metrics['cascade_escalation_rate']:.3f}.",
+        f"Cascade escalation rate (passages past the prefilter sent to the embedding stage): "
+        f"{metrics['cascade_escalation_rate']:.3f}.",
         "",
-        "## Lexicon",
-        f"Recall on test passages that contain an AI entity: {lex['recall_ai_entity']:.4f} "
-        f"({lex['ai_entity_passages']} passages); pass rate on passages without one: {lex['pass_rate_no_ai']:.4f} "
+        "## Prefilter",
+        f"Lexicon alone: recall on test passages that contain an AI entity {lex['recall_ai_entity']:.4f} "
+        f"({lex['ai_entity_passages']} passages); pass rate on passages without one {lex['pass_rate_no_ai']:.4f} "
         f"({lex['no_ai_passages']} passages, many of them hard negatives chosen because they share vocabulary).",
+        f"Lexicon or fastText tier: recall {metrics['prefilter']['recall_ai_entity']:.4f}, pass rate on passages "
+        f"without an AI entity {metrics['prefilter']['pass_rate_no_ai']:.4f}. In a scan the tier reads only passages "
+        "of documents with a lexicon hit; documents without one are never split.",
         "",
         "## Tags (embedding head, threshold 0.5, test)",
         "| tag | P | R | F1 | support |",
