@@ -28,6 +28,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from corpus_lens.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PEER_VENV = ROOT / "bench" / "work" / "peer-venv"
@@ -150,9 +152,13 @@ def cluster_time(n: int) -> float:
 
 
 def peer_available() -> bool:
-    if (PEER_VENV / "bin" / "python").exists():
+    """The peer's own environment, installed on first use (datatrove is not a project dependency)."""
+    python = PEER_VENV / "bin" / "python"
+    probe = "import datatrove.pipeline.filters, fasttext, regex, fasteners"
+    if python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0:
         return True
-    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
     pip = [str(PEER_VENV / "bin" / "pip"), "install", "--quiet"]
     ok = subprocess.run(
         [*pip, "datatrove==0.10.1", "regex", "fasteners", "fasttext-numpy2-wheel", "numpy==2.4.6", "pyarrow==26.0.1"],
@@ -180,6 +186,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
+    bench_start = time.perf_counter()
     shards = sorted((args.shared / "web").glob("*.parquet"))
     if not shards:
         raise SystemExit(f"no shards in {args.shared / 'web'}: the benchmark reads ../shared/data/web")
@@ -359,12 +366,14 @@ def main() -> None:
         },
         "corpus": {"shards": [str(s) for s in shards], "text_mb": round(mb, 2)},
         "rows": sorted(rows, key=lambda r: r["row"]),
+        "bench_seconds": round(time.perf_counter() - bench_start, 1),
     }
-    (ROOT / "bench" / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(ROOT / "bench" / "results.json", json.dumps(result, indent=2) + "\n")
     lines = [
         "# corpus_lens benchmark",
         "",
-        f"{result['date']}, {os.cpu_count()} cores, {mb:.1f} MB of text.",
+        f"{result['date']}, {os.cpu_count()} cores, {mb:.1f} MB of text; the whole benchmark took "
+        f"{result['bench_seconds'] / 60:.1f} minutes. One worker = one core (pinned with taskset).",
         "",
         "| row | throughput | unit | median s (min-max) | ratio | vs | target |",
         "|---|---|---|---|---|---|---|",
@@ -372,10 +381,11 @@ def main() -> None:
     for r in result["rows"]:
         s = r.get("seconds")
         span = f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})" if s else ""
+        error = " ".join(str(r.get("error", "")).split())[-300:]  # one table cell, no traceback lines
         lines.append(
-            f"| {r['row']} | {r.get('throughput', r.get('value', r.get('error', '')))} | {r.get('unit', '')} | {span} | {r.get('ratio', '')} | {r.get('baseline', '') or ''} | {r.get('target', '')} |"
+            f"| {r['row']} | {r.get('throughput', r.get('value', error))} | {r.get('unit', '')} | {span} | {r.get('ratio', '')} | {r.get('baseline', '') or ''} | {r.get('target', '')} |"
         )
-    (ROOT / "bench" / "results.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(ROOT / "bench" / "results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -194,7 +194,7 @@ def embed(
     texts: list[str],
     model_name: str,
     device: str = "cpu",
-    batch_size: int = 32,
+    batch_size: int = 16,
     max_tokens: int = EMBEDDING_MAX_TOKENS,
 ) -> np.ndarray:
     """Unit-length sentence embeddings, float32, one row per text cut at ``max_tokens``."""

@@ -341,7 +341,7 @@ def train(
     ref_mal, ref_ben, _ = recalls(all_gates)
     best = (all_gates, 1.0)
     for conf in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99):
-        for flag in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9):
+        for flag in np.round(np.arange(0.02, 0.91, 0.01), 2).tolist():
             gates = {"fasttext_confidence": conf, "fasttext_flag": flag}
             mal, ben, rate = recalls(gates)
             if mal >= ref_mal - 0.02 and ben >= ref_ben - 0.02 and rate < best[1]:
