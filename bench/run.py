@@ -102,7 +102,7 @@ def naive_embedding(sample: list[str]) -> float:
 
     # The cascade's own code path with every passage escalated to the embedding head.
     spec = load_spec(None)
-    spec = replace(spec, gates={"fasttext_confidence": 1.01, "fasttext_flag": 0.0})
+    spec = replace(spec, gates={**spec.gates, "fasttext_ai": 0.0, "fasttext_confidence": 1.01, "fasttext_flag": 0.0})
     everything = np.ones(len(sample), dtype=bool)
     classify_passages(sample[:4], spec, lexicon_hits=everything[:4])  # load models outside the timing
     cores = os.sched_getaffinity(0)
@@ -222,171 +222,177 @@ def main() -> None:
             flush=True,
         )
 
-    floor = [floor_read(shards) for _ in range(args.runs)]
-    add("1. floor: pyarrow read of the text column", floor, mb, "MB/s (1 core)")
-    floor_mbs = mb / statistics.median(floor)
+    try:
+        floor = [floor_read(shards) for _ in range(args.runs)]
+        add("1. floor: pyarrow read of the text column", floor, mb, "MB/s (1 core)")
+        floor_mbs = mb / statistics.median(floor)
 
-    one = [run_scan(shards, 1, work / "out" / f"w1-{i}") for i in range(args.runs)]
-    t1 = [t for t, _ in one]
-    add(
-        "2a. corpuslens scan, 1 worker",
-        t1,
-        mb,
-        "MB/s per core",
-        "floor",
-        (mb / statistics.median(t1)) / floor_mbs,
-        ">= 0.10 of floor per core",
-    )
-    two = [run_scan(shards, 2, work / "out" / f"w2-{i}") for i in range(args.runs)]
-    t2 = [t for t, _ in two]
-    add(
-        "2b. corpuslens scan, 2 workers",
-        t2,
-        mb / 2,
-        "MB/s per core",
-        "floor",
-        (mb / 2 / statistics.median(t2)) / floor_mbs,
-        ">= 0.10 of floor per core",
-    )
-    rows.append(
-        {
-            "row": "2c. 2 workers vs 1 (speed-up)",
-            "ratio": round(statistics.median(t1) / statistics.median(t2), 3),
-            "target": ">= 1.7",
-        }
-    )
-    print(f"{'2c. 2 workers vs 1 (speed-up)':55s} ratio {rows[-1]['ratio']} (target >= 1.7)")
-
-    # 4. naive: embed every passage of a fixed sample, extrapolated per MB of text.
-    from corpus_lens.passages import split_passages
-
-    texts = pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()[:400]
-    sample = []
-    for t in texts:
-        sample += [t[a:b] for a, b in split_passages(t)]
-    sample = sample[:256]
-    sample_mb = sum(len(s.encode()) for s in sample) / 1e6
-    naive = [naive_embedding(sample) for _ in range(args.runs)]
-    naive_mbs = sample_mb / statistics.median(naive)
-    add(
-        "4. naive: embed every passage + head (extrapolated)",
-        naive,
-        sample_mb,
-        "MB/s (1 core)",
-        "scan 1 worker",
-        (mb / statistics.median(t1)) / naive_mbs,
-        "scan >= 50x",
-    )
-
-    # 5. MinHash: batch signatures vs datasketch per-passage loop, same passages.
-    passages = [p for p in sample * 8][:2000]
-    pairs = [minhash_pair(passages) for _ in range(args.runs)]
-    naive_t = [a for a, _ in pairs]
-    batch_t = [b for _, b in pairs]
-    add("5a. MinHash naive loop (MinHash + update per shingle)", naive_t, len(passages), "passages/s")
-    add(
-        "5b. MinHash batch signatures (corpus_lens.dedup)",
-        batch_t,
-        len(passages),
-        "passages/s",
-        "naive loop",
-        statistics.median(naive_t) / statistics.median(batch_t),
-        ">= 10x",
-    )
-    for n in (10_000, 100_000):
-        add(f"5c. LSH clustering of {n:,} signatures", [cluster_time(n) for _ in range(args.runs)], n, "signatures/s")
-
-    # 6. memory: peak RSS of the largest process (a worker) over the corpus and over it 4 times.
-    rss1 = statistics.median([rss for _, rss in two])
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        four = []
-        for k in range(4):
-            for s in shards:
-                link = Path(tmp) / f"copy{k}-{s.name}"
-                os.symlink(s.resolve(), link)
-                four.append(link)
-        t4, rss4 = run_scan(four, 2, work / "out" / "mem4")
-    rows.append(
-        {
-            "row": "6. peak RSS per worker, 2 workers: 1x / 4x corpus (MB)",
-            "value": [round(rss1 / 1024), round(rss4 / 1024)],
-            "ratio": round(rss4 / rss1, 3),
-            "target": "4x within 10% of 1x",
-            "seconds_4x": round(t4, 1),
-        }
-    )
-    print(f"{rows[-1]['row']:55s} {rss1 / 1024:.0f} / {rss4 / 1024:.0f} MB  ratio {rss4 / rss1:.3f}", flush=True)
-
-    # Quality beside speed: recall on the labelled test split (from the shipped model card).
-    from corpus_lens.classify import default_models_dir
-
-    metrics = json.loads((default_models_dir() / "metrics.json").read_text())
-    for label in ("malevolent", "benevolent"):
-        c, e = metrics["cascade"][label]["recall"], metrics["embedding_all"][label]["recall"]
+        one = [run_scan(shards, 1, work / "out" / f"w1-{i}") for i in range(args.runs)]
+        t1 = [t for t, _ in one]
+        add(
+            "2a. corpuslens scan, 1 worker",
+            t1,
+            mb,
+            "MB/s per core",
+            "floor",
+            (mb / statistics.median(t1)) / floor_mbs,
+            ">= 0.10 of floor per core",
+        )
+        two = [run_scan(shards, 2, work / "out" / f"w2-{i}") for i in range(args.runs)]
+        t2 = [t for t, _ in two]
+        add(
+            "2b. corpuslens scan, 2 workers",
+            t2,
+            mb / 2,
+            "MB/s per core",
+            "floor",
+            (mb / 2 / statistics.median(t2)) / floor_mbs,
+            ">= 0.10 of floor per core",
+        )
         rows.append(
             {
-                "row": f"4b. test-split {label} recall: cascade vs embedding everything",
-                "value": [c, e],
-                "ratio": round(c - e, 4),
-                "target": "within 0.02",
+                "row": "2c. 2 workers vs 1 (speed-up)",
+                "ratio": round(statistics.median(t1) / statistics.median(t2), 3),
+                "target": ">= 1.7",
             }
         )
-        print(f"{rows[-1]['row']:55s} {c:.3f} vs {e:.3f}", flush=True)
+        print(f"{'2c. 2 workers vs 1 (speed-up)':55s} ratio {rows[-1]['ratio']} (target >= 1.7)")
 
-    if not args.skip_peer:
-        try:
-            if peer_available():
-                from corpus_lens.classify import default_models_dir
+        # 4. naive: embed every passage of a fixed sample, extrapolated per MB of text.
+        from corpus_lens.passages import split_passages
 
-                model = default_models_dir() / "fasttext_depiction.ftz"
-                peer = [peer_run(shards, model, work / "peer" / str(i)) for i in range(args.runs)]
-                add(
-                    "3. peer: datatrove ParquetReader + FastTextClassifierFilter + ParquetWriter",
-                    peer,
-                    mb,
-                    "MB/s (1 core)",
-                    "scan 1 worker",
-                    statistics.median(peer) / statistics.median(t1),
-                    "scan >= 3x",
-                )
-            else:
-                rows.append(
-                    {"row": "3. peer: datatrove", "error": "could not install datatrove into bench/work/peer-venv"}
-                )
-        except Exception as exc:  # the peer's failure must not hide our numbers
-            rows.append({"row": "3. peer: datatrove", "error": str(exc)[-500:]})
-            print(f"3. peer failed: {exc}")
-
-    result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "versions": {
-            p: version(p)
-            for p in ("pyarrow", "dask", "datasketch", "fasttext-numpy2", "sentence-transformers", "torch")
-        },
-        "corpus": {"shards": [str(s) for s in shards], "text_mb": round(mb, 2)},
-        "rows": sorted(rows, key=lambda r: r["row"]),
-        "bench_seconds": round(time.perf_counter() - bench_start, 1),
-    }
-    atomic_write_text(ROOT / "bench" / "results.json", json.dumps(result, indent=2) + "\n")
-    lines = [
-        "# corpus_lens benchmark",
-        "",
-        f"{result['date']}, {os.cpu_count()} cores, {mb:.1f} MB of text; the whole benchmark took "
-        f"{result['bench_seconds'] / 60:.1f} minutes. One worker = one core (pinned with taskset).",
-        "",
-        "| row | throughput | unit | median s (min-max) | ratio | vs | target |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        s = r.get("seconds")
-        span = f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})" if s else ""
-        error = " ".join(str(r.get("error", "")).split())[-300:]  # one table cell, no traceback lines
-        lines.append(
-            f"| {r['row']} | {r.get('throughput', r.get('value', error))} | {r.get('unit', '')} | {span} | {r.get('ratio', '')} | {r.get('baseline', '') or ''} | {r.get('target', '')} |"
+        texts = pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()[:400]
+        sample = []
+        for t in texts:
+            sample += [t[a:b] for a, b in split_passages(t)]
+        sample = sample[:256]
+        sample_mb = sum(len(s.encode()) for s in sample) / 1e6
+        naive = [naive_embedding(sample) for _ in range(args.runs)]
+        naive_mbs = sample_mb / statistics.median(naive)
+        add(
+            "4. naive: embed every passage + head (extrapolated)",
+            naive,
+            sample_mb,
+            "MB/s (1 core)",
+            "scan 1 worker",
+            (mb / statistics.median(t1)) / naive_mbs,
+            "scan >= 50x",
         )
-    atomic_write_text(ROOT / "bench" / "results.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+
+        # 5. MinHash: batch signatures vs datasketch per-passage loop, same passages.
+        passages = [p for p in sample * 8][:2000]
+        pairs = [minhash_pair(passages) for _ in range(args.runs)]
+        naive_t = [a for a, _ in pairs]
+        batch_t = [b for _, b in pairs]
+        add("5a. MinHash naive loop (MinHash + update per shingle)", naive_t, len(passages), "passages/s")
+        add(
+            "5b. MinHash batch signatures (corpus_lens.dedup)",
+            batch_t,
+            len(passages),
+            "passages/s",
+            "naive loop",
+            statistics.median(naive_t) / statistics.median(batch_t),
+            ">= 10x",
+        )
+        for n in (10_000, 100_000):
+            add(
+                f"5c. LSH clustering of {n:,} signatures",
+                [cluster_time(n) for _ in range(args.runs)],
+                n,
+                "signatures/s",
+            )
+
+        # 6. memory: peak RSS of the largest process (a worker) over the corpus and over it 4 times.
+        rss1 = statistics.median([rss for _, rss in two])
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            four = []
+            for k in range(4):
+                for s in shards:
+                    link = Path(tmp) / f"copy{k}-{s.name}"
+                    os.symlink(s.resolve(), link)
+                    four.append(link)
+            t4, rss4 = run_scan(four, 2, work / "out" / "mem4")
+        rows.append(
+            {
+                "row": "6. peak RSS per worker, 2 workers: 1x / 4x corpus (MB)",
+                "value": [round(rss1 / 1024), round(rss4 / 1024)],
+                "ratio": round(rss4 / rss1, 3),
+                "target": "4x within 10% of 1x",
+                "seconds_4x": round(t4, 1),
+            }
+        )
+        print(f"{rows[-1]['row']:55s} {rss1 / 1024:.0f} / {rss4 / 1024:.0f} MB  ratio {rss4 / rss1:.3f}", flush=True)
+
+        # Quality beside speed: recall on the labelled test split (from the shipped model card).
+        from corpus_lens.classify import default_models_dir
+
+        metrics = json.loads((default_models_dir() / "metrics.json").read_text())
+        for label in ("malevolent", "benevolent"):
+            c, e = metrics["cascade"][label]["recall"], metrics["embedding_all"][label]["recall"]
+            rows.append(
+                {
+                    "row": f"4b. test-split {label} recall: cascade vs embedding everything",
+                    "value": [c, e],
+                    "ratio": round(c - e, 4),
+                    "target": "within 0.02",
+                }
+            )
+            print(f"{rows[-1]['row']:55s} {c:.3f} vs {e:.3f}", flush=True)
+
+        if not args.skip_peer:
+            try:
+                if peer_available():
+                    from corpus_lens.classify import default_models_dir
+
+                    model = default_models_dir() / "fasttext_depiction.ftz"
+                    peer = [peer_run(shards, model, work / "peer" / str(i)) for i in range(args.runs)]
+                    add(
+                        "3. peer: datatrove ParquetReader + FastTextClassifierFilter + ParquetWriter",
+                        peer,
+                        mb,
+                        "MB/s (1 core)",
+                        "scan 1 worker",
+                        statistics.median(peer) / statistics.median(t1),
+                        "scan >= 3x",
+                    )
+                else:
+                    rows.append(
+                        {"row": "3. peer: datatrove", "error": "could not install datatrove into bench/work/peer-venv"}
+                    )
+            except Exception as exc:  # the peer's failure must not hide our numbers
+                rows.append({"row": "3. peer: datatrove", "error": str(exc)[-500:]})
+                print(f"3. peer failed: {exc}")
+    finally:  # whatever was measured is saved, even when a later row fails
+        result = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "versions": {
+                p: version(p)
+                for p in ("pyarrow", "dask", "datasketch", "fasttext-numpy2", "sentence-transformers", "torch")
+            },
+            "corpus": {"shards": [str(s) for s in shards], "text_mb": round(mb, 2)},
+            "rows": sorted(rows, key=lambda r: r["row"]),
+            "bench_seconds": round(time.perf_counter() - bench_start, 1),
+        }
+        atomic_write_text(ROOT / "bench" / "results.json", json.dumps(result, indent=2) + "\n")
+        lines = [
+            "# corpus_lens benchmark",
+            "",
+            f"{result['date']}, {os.cpu_count()} cores, {mb:.1f} MB of text; the whole benchmark took "
+            f"{result['bench_seconds'] / 60:.1f} minutes. One worker = one core (pinned with taskset).",
+            "",
+            "| row | throughput | unit | median s (min-max) | ratio | vs | target |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in result["rows"]:
+            s = r.get("seconds")
+            span = f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})" if s else ""
+            error = " ".join(str(r.get("error", "")).split())[-300:]  # one table cell, no traceback lines
+            lines.append(
+                f"| {r['row']} | {r.get('throughput', r.get('value', error))} | {r.get('unit', '')} | {span} | {r.get('ratio', '')} | {r.get('baseline', '') or ''} | {r.get('target', '')} |"
+            )
+        atomic_write_text(ROOT / "bench" / "results.md", "\n".join(lines) + "\n")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def _shingle_hashes(text: str, n: int) -> list[int]:
     return [h(joined[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
 
 
-def signatures(texts: list[str], settings: DedupSettings, chunk: int = 2048) -> np.ndarray:
+def signatures(texts: list[str], settings: DedupSettings, chunk: int = 64) -> np.ndarray:
     """MinHash signatures, shape (len(texts), num_perm), dtype uint32.
 
     Example:
