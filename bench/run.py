@@ -345,6 +345,8 @@ def main() -> None:
                     from corpus_lens.classify import default_models_dir
 
                     model = default_models_dir() / "fasttext_depiction.ftz"
+                    # A fresh folder per run: datatrove skips tasks it finds completed.
+                    shutil.rmtree(work / "peer", ignore_errors=True)
                     peer = [peer_run(shards, model, work / "peer" / str(i)) for i in range(args.runs)]
                     add(
                         "3. peer: datatrove ParquetReader + FastTextClassifierFilter + ParquetWriter",

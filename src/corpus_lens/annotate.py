@@ -7,8 +7,6 @@ results under ``OUTPUT/_work/<shard key>/`` with a completion marker written las
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -288,27 +286,9 @@ def _process_batch(
 def scan_shard(job: ShardJob) -> dict[str, Any]:
     """Scan one shard and stage its results; returns the shard's stats.
 
-    A worker scans shard after shard, so the memory a shard used is handed back to the system
-    when it is done (the 4x-corpus row of `make bench` checks that peaks do not creep up).
-
     Raises:
         InputError: when the shard cannot be read or lacks a string text column.
     """
-    stats = _scan_shard(job)
-    _release_memory()
-    return stats
-
-
-def _release_memory() -> None:
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
-
-
-def _scan_shard(job: ShardJob) -> dict[str, Any]:
     started = time.time()
     pf = io.open_parquet(job.shard.url)
     _check_columns(pf.schema_arrow, job)
