@@ -66,7 +66,12 @@ def fiction_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec, per_ai
 
 
 def web_candidates(
-    shared: Path, lexicon: Lexicon, spec: PassageSpec, n_hits: int = 420, exclude: frozenset[str] = frozenset()
+    shared: Path,
+    lexicon: Lexicon,
+    spec: PassageSpec,
+    n_hits: int = 420,
+    n_misses: int = 60,
+    exclude: frozenset[str] = frozenset(),
 ) -> list[dict]:
     hits, misses = [], []
     drawn_docs = {cid.rsplit(":", 1)[0] for cid in exclude if cid.startswith("web-")}
@@ -101,7 +106,7 @@ def web_candidates(
         if doc not in seen:
             seen.add(doc)
             varied.append(cand)
-    return varied[:n_hits] + _take(misses, 60 if n_hits >= 420 else 0)
+    return varied[:n_hits] + _take(misses, n_misses)
 
 
 def eval_candidates(shared: Path) -> list[dict]:
@@ -176,7 +181,7 @@ def main() -> None:
     if exclude:
         cands = (
             fiction_candidates(args.shared, lexicon, spec, args.per_ai_book, exclude)
-            + web_candidates(args.shared, lexicon, spec, args.web_hits, exclude)
+            + web_candidates(args.shared, lexicon, spec, args.web_hits, n_misses=0, exclude=exclude)
             + misalignment_candidates(args.shared, exclude)
         )
     else:

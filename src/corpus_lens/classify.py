@@ -307,7 +307,7 @@ def classify_passages(
         final[:, len(DEPICTIONS) :] = p_mode
         passed = prefilter_pass(lexicon_hits, p_dep, spec.gates)
         hit_idx = np.flatnonzero(passed)
-        final[hit_idx] = both[hit_idx]
+        final[hit_idx, : len(DEPICTIONS)] = p_dep[hit_idx]
         stage[hit_idx] = "fasttext"
         unsure = escalate(p_dep[hit_idx], spec.gates)
         esc_idx = hit_idx[unsure]
