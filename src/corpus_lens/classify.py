@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from corpus_lens.errors import ModelError
+from corpus_lens.errors import ConfigError, ModelError
 from corpus_lens.prefilter import Lexicon
 from corpus_lens.schema import (
     CLASSIFICATION_SCHEMA,
@@ -50,6 +50,8 @@ DEFAULT_GATES = {
     # reaches this (above 1: never, the lexicon alone decides).
     "fasttext_ai": 1.01,
 }
+# Embedding arithmetic: auto picks bfloat16 where the hardware has it (resolve_precision).
+PRECISIONS = ("auto", "float32", "bfloat16")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
@@ -190,17 +192,44 @@ def load_embedder(name: str, device: str = "cpu") -> Any:
     return model
 
 
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> bfloat16 where the device multiplies bfloat16 natively, else float32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"option precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+        torch.cpu, "_is_amx_tile_supported", lambda: False
+    )()
+    return "bfloat16" if native else "float32"
+
+
 def embed(
     texts: list[str],
     model_name: str,
     device: str = "cpu",
     batch_size: int = 16,
     max_tokens: int = EMBEDDING_MAX_TOKENS,
+    precision: str = "float32",
 ) -> np.ndarray:
-    """Unit-length sentence embeddings, float32, one row per text cut at ``max_tokens``."""
+    """Unit-length sentence embeddings, float32, one row per text cut at ``max_tokens``.
+
+    ``precision`` bfloat16 keeps the weights in float32 and runs the matrix products in
+    bfloat16 (autocast): 1.8x faster on one core with AVX512-BF16, cosine to float32 >= 0.9999
+    on the test split (bench/NOTES.md).
+    """
+    import torch
+
     model = load_embedder(model_name, device)
     model.max_seq_length = max_tokens
-    vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    dtype = torch.bfloat16 if resolve_precision(precision, device) == "bfloat16" else None
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
     return np.asarray(vectors, dtype=np.float32)
 
 
@@ -270,6 +299,7 @@ def classify_passages(
     spec: CascadeSpec,
     device: str = "cpu",
     lexicon_hits: np.ndarray | None = None,
+    precision: str = "auto",
 ) -> pa.Table:
     """Run the cascade on passages and return one row per passage (CLASSIFICATION_SCHEMA).
 
@@ -278,6 +308,7 @@ def classify_passages(
         spec: the model set and its gates.
         device: torch device for the embedding stage.
         lexicon_hits: precomputed lexicon matches per passage (computed here when None).
+        precision: embedding arithmetic, one of PRECISIONS.
 
     Returns:
         A table with the stage each passage reached, its labels, its final scores and every
@@ -313,7 +344,10 @@ def classify_passages(
         esc_idx = hit_idx[unsure]
         if len(esc_idx):
             vectors = embed(
-                [texts[i] for i in esc_idx], spec.embedding_model, device, max_tokens=spec.embedding_max_tokens
+                [texts[i] for i in esc_idx], spec.embedding_model,
+                device,
+                max_tokens=spec.embedding_max_tokens,
+                precision=precision,
             )
             features = np.hstack([vectors, both[esc_idx]])
             probs = head_probs(head, features)

@@ -59,6 +59,10 @@ def scan(
         str | None, typer.Option(help="sentence-transformers name or path for the head's embeddings.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="torch device for embeddings (cpu, cuda).")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Embedding arithmetic: auto (bfloat16 where the hardware has it), float32, bfloat16."),
+    ] = None,
     policy: Annotated[
         str | None, typer.Option(help="Policy preset (audit-only, filter, rebalance) or TOML file.")
     ] = None,
@@ -99,6 +103,7 @@ def scan(
         models=models,
         embedding_model=embedding_model,
         device=device,
+        precision=precision,
         policy=policy,
         granularity=granularity,
         seed=seed,
@@ -159,6 +164,7 @@ def classify(
     models: Annotated[str | None, typer.Option(help="Model directory [shipped default_v1].")] = None,
     embedding_model: Annotated[str | None, typer.Option(help="sentence-transformers name or path.")] = None,
     device: Annotated[str, typer.Option(help="torch device for embeddings.")] = "cpu",
+    precision: Annotated[str, typer.Option(help="Embedding arithmetic: auto, float32, bfloat16.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Classify passages with the same cascade as scan.
@@ -175,7 +181,7 @@ def classify(
         stream = contextlib.nullcontext(sys.stdin) if input == "-" else open(input, encoding="utf-8")
         with stream as lines:
             records = [rec for _, rec in io.parse_jsonl(lines, input, "text", ConfigError)]
-        table = classify_passages([r["text"] for r in records], spec, device)
+        table = classify_passages([r["text"] for r in records], spec, device, precision=precision)
     except FileNotFoundError:
         raise _fail(ConfigError(f"input file not found: {input}")) from None
     except CorpusLensError as exc:

@@ -36,6 +36,7 @@ class ScanConfig:
     models: str | None = None
     embedding_model: str | None = None
     device: str = "cpu"
+    precision: str = "auto"
     gates: tuple[tuple[str, float], ...] = ()
     passage_min_words: int = 40
     passage_max_words: int = 200
@@ -72,6 +73,8 @@ class ScanConfig:
                 f"option dedup_labels: unknown label(s) {sorted(unknown)}; available: "
                 "malevolent, benevolent, neutral, none, or * for every escalated passage"
             )
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"option precision: expected auto, float32 or bfloat16, got {self.precision!r}")
         if self.workers < 0:
             raise ConfigError(f"option workers: expected 0 (auto) or more, got {self.workers}")
 

@@ -152,6 +152,7 @@ def run_scan(
             passages=PassageSpec(cfg.passage_min_words, cfg.passage_max_words),
             cascade=spec,
             device=cfg.device,
+            precision=cfg.precision,
             dedup=dedup,
             dedup_labels=cfg.dedup_labels,
             config_hash=cfg.hash(),
