@@ -202,9 +202,10 @@ def resolve_precision(precision: str, device: str) -> str:
 
     if device.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
-        torch.cpu, "_is_amx_tile_supported", lambda: False
-    )()
+    native = (
+        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    )
     return "bfloat16" if native else "float32"
 
 
@@ -344,7 +345,8 @@ def classify_passages(
         esc_idx = hit_idx[unsure]
         if len(esc_idx):
             vectors = embed(
-                [texts[i] for i in esc_idx], spec.embedding_model,
+                [texts[i] for i in esc_idx],
+                spec.embedding_model,
                 device,
                 max_tokens=spec.embedding_max_tokens,
                 precision=precision,
