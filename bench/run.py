@@ -6,6 +6,7 @@ the same run, each figure the median of RUNS runs with min and max, and reported
 against its baseline. Results: bench/results.json and bench/results.md.
 
 Usage: python bench/run.py [--shared ../shared/data] [--runs 3] [--skip-peer]
+       python bench/run.py --only-embedding --results OUT/results-gpu   (GPU machine: rows 4c/4d)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,19 @@ from corpus_lens.io import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PEER_VENV = ROOT / "bench" / "work" / "peer-venv"
+
+
+def installed(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 def text_mb(shards: list[Path]) -> float:
@@ -120,6 +134,29 @@ def naive_embedding(sample: list[str]) -> float:
         torch.set_num_threads(threads)
 
 
+def embedding_time(sample: list[str], device: str, model: str) -> float:
+    """Seconds for the embedding stage alone on ``sample``, with the cascade's settings; on the
+    CPU pinned to one core and one torch thread, on a GPU with one host core."""
+    import torch
+
+    from corpus_lens.classify import embed
+
+    embed(sample[:32], model, device, precision="auto")  # load and warm up outside the timing
+    cores = os.sched_getaffinity(0)
+    threads = torch.get_num_threads()
+    os.sched_setaffinity(0, set(sorted(cores)[:1]))
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        vectors = embed(sample, model, device, precision="auto")
+        elapsed = time.perf_counter() - start
+        assert vectors.shape[0] == len(sample)
+        return elapsed
+    finally:
+        os.sched_setaffinity(0, cores)
+        torch.set_num_threads(threads)
+
+
 def minhash_pair(texts: list[str]) -> tuple[float, float]:
     import xxhash
     from datasketch import MinHash
@@ -185,6 +222,15 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument(
+        "--only-embedding",
+        action="store_true",
+        help="only the embedding-stage rows (1 CPU core, and cuda where torch sees a GPU)",
+    )
+    parser.add_argument(
+        "--embedding-model", default=None, help="sentence-transformers name or path [the shipped set's]"
+    )
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="path prefix of .json/.md")
     args = parser.parse_args()
     bench_start = time.perf_counter()
     shards = sorted((args.shared / "web").glob("*.parquet"))
@@ -195,6 +241,16 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     mb = text_mb(shards)
     rows: list[dict] = []
+    # The fixed passage sample of rows 4 and 4c/4d: passages of the first 400 documents.
+    from corpus_lens.classify import load_spec
+    from corpus_lens.passages import split_passages
+
+    embedding_model = load_spec(None, args.embedding_model).embedding_model
+    sample = []
+    for t in pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()[:400]:
+        sample += [t[a:b] for a, b in split_passages(t)]
+    sample = sample[:256]
+    sample_mb = sum(len(s.encode()) for s in sample) / 1e6
 
     def add(
         name: str,
@@ -222,7 +278,26 @@ def main() -> None:
             flush=True,
         )
 
+    def embedding_rows() -> None:
+        import torch
+
+        cpu = [embedding_time(sample, "cpu", embedding_model) for _ in range(args.runs)]
+        add("4c. embedding stage alone, 1 CPU core", cpu, len(sample), "passages/s")
+        if torch.cuda.is_available():
+            gpu = [embedding_time(sample, "cuda", embedding_model) for _ in range(args.runs)]
+            add(
+                f"4d. embedding stage alone, --device cuda ({torch.cuda.get_device_name()})",
+                gpu,
+                len(sample),
+                "passages/s",
+                "1 CPU core",
+                statistics.median(cpu) / statistics.median(gpu),
+            )
+
     try:
+        if args.only_embedding:
+            embedding_rows()
+            return
         floor = [floor_read(shards) for _ in range(args.runs)]
         add("1. floor: pyarrow read of the text column", floor, mb, "MB/s (1 core)")
         floor_mbs = mb / statistics.median(floor)
@@ -259,14 +334,6 @@ def main() -> None:
         print(f"{'2c. 2 workers vs 1 (speed-up)':55s} ratio {rows[-1]['ratio']} (target >= 1.7)")
 
         # 4. naive: embed every passage of a fixed sample, extrapolated per MB of text.
-        from corpus_lens.passages import split_passages
-
-        texts = pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()[:400]
-        sample = []
-        for t in texts:
-            sample += [t[a:b] for a, b in split_passages(t)]
-        sample = sample[:256]
-        sample_mb = sum(len(s.encode()) for s in sample) / 1e6
         naive = [naive_embedding(sample) for _ in range(args.runs)]
         naive_mbs = sample_mb / statistics.median(naive)
         add(
@@ -278,6 +345,7 @@ def main() -> None:
             (mb / statistics.median(t1)) / naive_mbs,
             "scan >= 50x",
         )
+        embedding_rows()
 
         # 5. MinHash: batch signatures vs datasketch per-passage loop, same passages.
         passages = [p for p in sample * 8][:2000]
@@ -367,16 +435,21 @@ def main() -> None:
     finally:  # whatever was measured is saved, even when a later row fails
         result = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "machine": {
+                "cores": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "gpu": gpu_name(),
+            },
             "versions": {
-                p: version(p)
+                p: installed(p)
                 for p in ("pyarrow", "dask", "datasketch", "fasttext-numpy2", "sentence-transformers", "torch")
             },
             "corpus": {"shards": [str(s) for s in shards], "text_mb": round(mb, 2)},
             "rows": sorted(rows, key=lambda r: r["row"]),
             "bench_seconds": round(time.perf_counter() - bench_start, 1),
         }
-        atomic_write_text(ROOT / "bench" / "results.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.results.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
         lines = [
             "# corpus_lens benchmark",
             "",
@@ -393,7 +466,7 @@ def main() -> None:
             lines.append(
                 f"| {r['row']} | {r.get('throughput', r.get('value', error))} | {r.get('unit', '')} | {span} | {r.get('ratio', '')} | {r.get('baseline', '') or ''} | {r.get('target', '')} |"
             )
-        atomic_write_text(ROOT / "bench" / "results.md", "\n".join(lines) + "\n")
+        atomic_write_text(args.results.with_suffix(".md"), "\n".join(lines) + "\n")
         print("\n".join(lines))
 
 

@@ -213,11 +213,14 @@ def embed(
     texts: list[str],
     model_name: str,
     device: str = "cpu",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     max_tokens: int = EMBEDDING_MAX_TOKENS,
     precision: str = "float32",
 ) -> np.ndarray:
     """Unit-length sentence embeddings, float32, one row per text cut at ``max_tokens``.
+
+    ``batch_size`` defaults to 16 on CPU (larger batches were no faster per passage) and 256 on
+    a GPU.
 
     ``precision`` bfloat16 keeps the weights in float32 and runs the matrix products in
     bfloat16 (autocast): 1.8x faster on one core with AVX512-BF16, cosine to float32 >= 0.9999
@@ -229,6 +232,7 @@ def embed(
     model.max_seq_length = max_tokens
     dtype = torch.bfloat16 if resolve_precision(precision, device) == "bfloat16" else None
     device_type = "cuda" if device.startswith("cuda") else "cpu"
+    batch_size = batch_size or (16 if device_type == "cpu" else 256)
     with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
         vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
     return np.asarray(vectors, dtype=np.float32)
