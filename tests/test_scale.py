@@ -117,7 +117,7 @@ def test_worker_killed_mid_scan_still_completes(cluster, shards: Path, local: Pa
     cmd = [str(BIN / "corpuslens"), "scan", str(shards), "--output", str(out), "--scheduler", address]
     scan = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(out.glob("_work/*/done.json")):
+    while time.time() < deadline and not list(out.glob("_work/*/*/done.json")):
         time.sleep(0.05)
     procs[1].kill()  # one worker dies with work outstanding
     stdout, stderr = scan.communicate(timeout=300)
@@ -141,19 +141,19 @@ def _interrupt_then_resume(sig: int, shards: Path, local: Path, tmp_path: Path) 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline:
-        if (out / "_work").exists() and len(list((out / "_work").glob("*/done.json"))) >= 1:
+        if (out / "_work").exists() and len(list((out / "_work").glob("*/*/done.json"))) >= 1:
             break
         time.sleep(0.02)
     os.killpg(proc.pid, sig)
     proc.wait(timeout=60)
-    done_before = {p.parent.name: p.stat().st_mtime_ns for p in (out / "_work").glob("*/done.json")}
+    done_before = {str(p.parent): p.stat().st_mtime_ns for p in (out / "_work").glob("*/*/done.json")}
     assert 1 <= len(done_before) < 4, "the interruption should land mid-scan"
     assert json.loads((out / "manifest.json").read_text())["status"] != "complete"
     result = runner.invoke(
         app, ["scan", str(shards), "--output", str(out), "--resume", "--scheduler", "threads", "--workers", "1"]
     )
     assert result.exit_code == 0, result.output
-    done_after = {p.parent.name: p.stat().st_mtime_ns for p in (out / "_work").glob("*/done.json")}
+    done_after = {str(p.parent): p.stat().st_mtime_ns for p in (out / "_work").glob("*/*/done.json")}
     assert all(done_after[k] == v for k, v in done_before.items()), "finished shards must not be redone"
     assert annotations(out) == annotations(local)
     assert comparable_counts(out) == comparable_counts(local)

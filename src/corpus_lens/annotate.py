@@ -1,14 +1,16 @@
-"""Scan one shard: stream it, prefilter, split, classify, and stage its results.
+"""Scan one part of a shard: stream it, prefilter, split, classify, and stage its results.
 
-``scan_shard`` is a plain function of one shard; the pipeline runs it on Dask workers. It
-streams the shard in row-group batches, so memory does not grow with the shard, and writes its
-results under ``OUTPUT/_work/<shard key>/`` with a completion marker written last.
+``scan_shard`` is a plain function of one shard part (a contiguous row range; a small shard is
+one part); the pipeline runs it on Dask workers. It streams the rows in batches, so memory does
+not grow with the shard, and writes its results under ``OUTPUT/_work/<shard key>/<part>/`` with
+a completion marker written last.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +29,16 @@ from corpus_lens.stats import bump, merge
 log = logging.getLogger(__name__)
 
 _HOST = r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?(?P<host>[^/:?#]+)"
-_FAILURE_SAMPLE = 50  # failed rows listed per shard (all are counted, by reason)
+FAILURE_SAMPLE = 50  # failed rows listed per shard (all are counted, by reason)
 
 
 @dataclass(frozen=True)
 class ShardJob:
-    """Everything a worker needs for one shard: small, picklable, no models inside."""
+    """Everything a worker needs for one part of a shard: small, picklable, no models inside.
+
+    Part ``part`` of ``parts`` covers rows ``[n * part // parts, n * (part + 1) // parts)`` of a
+    shard of ``n`` rows, so the pipeline can split a shard without reading its footer.
+    """
 
     shard: io.Shard
     output: str
@@ -46,10 +52,15 @@ class ShardJob:
     dedup: DedupSettings
     dedup_labels: tuple[str, ...]
     config_hash: str
+    part: int = 0
+    parts: int = 1
 
     @property
     def work(self) -> str:
-        return io.join(self.output, "_work", self.shard.key)
+        return io.join(self.output, "_work", self.shard.key, f"part-{self.part:05d}-of-{self.parts:05d}")
+
+    def rows(self, n: int) -> tuple[int, int]:
+        return n * self.part // self.parts, n * (self.part + 1) // self.parts
 
 
 def _check_columns(schema: pa.Schema, job: ShardJob) -> None:
@@ -189,7 +200,7 @@ def _process_batch(
         bump(stats, "failed_reasons", reasons[i])
         failures.append({"row": first_row + int(i), "doc_id": ids[i], "reason": reasons[i]})
     stats["rows_failed"] = int(bad.sum())
-    stats["failures"] = failures[:_FAILURE_SAMPLE]
+    stats["failures"] = failures[:FAILURE_SAMPLE]
 
     ok = ~bad
     words = pc.fill_null(pc.count_substring_regex(texts, r"\S+"), 0).to_numpy(zero_copy_only=False)
@@ -284,8 +295,26 @@ def _process_batch(
     return ann, doc_rows, stats
 
 
+def _part_batches(pf: Any, job: ShardJob, seen_ids: set[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The part's rows in batches, with their first row number. Rows before the part only feed
+    ``seen_ids``, so a duplicate id is caught across parts exactly as in one pass."""
+    start, stop = job.rows(pf.metadata.num_rows)
+    first_row = 0
+    for batch in io.iter_batches(pf, job.shard.url, None, job.batch_rows):
+        lo, hi = first_row, first_row + len(batch)
+        first_row = hi
+        if lo >= stop:
+            break
+        if lo < start and job.id_column in batch.schema.names:
+            before = batch.slice(0, min(hi, start) - lo)
+            row_failures(before.column(job.text_column), doc_ids(before, job.shard.url, job.id_column, lo), seen_ids)
+        if hi > start:
+            a = max(lo, start)
+            yield a, batch.slice(a - lo, min(hi, stop) - a)
+
+
 def scan_shard(job: ShardJob) -> dict[str, Any]:
-    """Scan one shard and stage its results; returns the shard's stats.
+    """Scan one part of a shard and stage its results; returns the part's stats.
 
     Raises:
         InputError: when the shard cannot be read or lacks a string text column.
@@ -296,16 +325,14 @@ def scan_shard(job: ShardJob) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     tables, doc_rows = [], []
     seen_ids: set[str] = set()
-    first_row = 0
-    for batch in io.iter_batches(pf, job.shard.url, None, job.batch_rows):
+    for first_row, batch in _part_batches(pf, job, seen_ids):
         ann, docs, batch_stats = _process_batch(batch, first_row, job, seen_ids)
-        first_row += len(batch)
         tables.append(ann)
         doc_rows.extend(docs)
         stats = merge(stats, batch_stats)
     stats.setdefault("rows_in", 0)
     stats.setdefault("rows_failed", 0)
-    stats["failures"] = stats.get("failures", [])[:_FAILURE_SAMPLE]
+    stats["failures"] = stats.get("failures", [])[:FAILURE_SAMPLE]
     ann = pa.concat_tables(tables) if tables else ANNOTATION_SCHEMA.empty_table()
     docs = pa.Table.from_pylist(doc_rows, schema=DOCUMENT_SCHEMA)
 
@@ -328,10 +355,14 @@ def scan_shard(job: ShardJob) -> dict[str, Any]:
     io.atomic_write_table(io.join(job.work, "signatures.parquet"), sig_table)
     stats["seconds"] = round(time.time() - started, 3)
     io.atomic_write_json(io.join(job.work, "stats.json"), stats)
-    io.atomic_write_json(io.join(job.work, "done.json"), {"config_hash": job.config_hash, "shard": job.shard.url})
+    io.atomic_write_json(
+        io.join(job.work, "done.json"), {"config_hash": job.config_hash, "shard": job.shard.url, "part": job.part}
+    )
     log.info(
-        "shard %s: %d rows, %d with a lexicon hit, %d passages classified, %.1fs",
+        "shard %s part %d/%d: %d rows, %d with a lexicon hit, %d passages classified, %.1fs",
         job.shard.url,
+        job.part + 1,
+        job.parts,
         stats["rows_in"],
         stats.get("documents_with_hit", 0),
         len(ann),

@@ -74,6 +74,10 @@ def scan(
         typer.Option(help="Dask scheduler address (tcp://host:port), or 'threads' for an in-process cluster."),
     ] = None,
     batch_rows: Annotated[int | None, typer.Option(help="Rows per streamed batch [8192].")] = None,
+    task_mb: Annotated[
+        float | None,
+        typer.Option(help="A shard of more MB than this is scanned as several row-range tasks [4]."),
+    ] = None,
     skip_bad_shards: Annotated[
         bool, typer.Option("--skip-bad-shards", help="Go on past unreadable shards, listing them.")
     ] = False,
@@ -110,6 +114,7 @@ def scan(
         workers=workers,
         scheduler=scheduler,
         batch_rows=batch_rows,
+        task_mb=task_mb,
         skip_bad_shards=True if skip_bad_shards else None,
     )
     try:
@@ -142,19 +147,19 @@ def scan(
 def _run_with_progress(cfg, resume, overwrite, run_scan):  # type: ignore[no-untyped-def]
     if not sys.stderr.isatty():
 
-        def note(url: str, done: int, total: int) -> None:
-            typer.echo(f"[{done}/{total}] shard done: {url}", err=True)
+        def note(what: str, done: int, total: int) -> None:
+            typer.echo(f"[{done}/{total}] done: {what}", err=True)
 
-        return run_scan(cfg, resume=resume, overwrite=overwrite, on_shard_done=note)
+        return run_scan(cfg, resume=resume, overwrite=overwrite, on_task_done=note)
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
         task = progress.add_task("scanning shards", total=None)
 
-        def advance(url: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=f"shard {url.rsplit('/', 1)[-1]}")
+        def advance(what: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=f"shard {what.rsplit('/', 1)[-1]}")
 
-        return run_scan(cfg, resume=resume, overwrite=overwrite, on_shard_done=advance)
+        return run_scan(cfg, resume=resume, overwrite=overwrite, on_task_done=advance)
 
 
 @app.command()

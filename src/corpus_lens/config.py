@@ -41,6 +41,7 @@ class ScanConfig:
     passage_min_words: int = 40
     passage_max_words: int = 200
     batch_rows: int = 8192
+    task_mb: float = 4.0
     dedup_labels: tuple[str, ...] = ("malevolent", "benevolent")
     dedup_num_perm: int = 128
     dedup_ngram: int = 5
@@ -75,6 +76,8 @@ class ScanConfig:
             )
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"option precision: expected auto, float32 or bfloat16, got {self.precision!r}")
+        if not self.task_mb > 0:
+            raise ConfigError(f"option task_mb: expected a positive number of MB, got {self.task_mb}")
         if self.workers < 0:
             raise ConfigError(f"option workers: expected 0 (auto) or more, got {self.workers}")
 

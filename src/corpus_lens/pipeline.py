@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpus_lens import __version__, io
-from corpus_lens.annotate import ShardJob, scan_shard
+from corpus_lens.annotate import FAILURE_SAMPLE, ShardJob, scan_shard
 from corpus_lens.classify import CascadeSpec, load_spec
 from corpus_lens.config import ScanConfig
 from corpus_lens.dedup import DedupSettings, cluster, passage_id
@@ -107,7 +107,7 @@ def run_scan(
     cfg: ScanConfig,
     resume: bool = False,
     overwrite: bool = False,
-    on_shard_done: Callable[[str, int, int], None] | None = None,
+    on_task_done: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run a whole scan and return its manifest.
 
@@ -115,7 +115,8 @@ def run_scan(
         cfg: the resolved configuration.
         resume: redo only shards without a completion marker in the output folder.
         overwrite: replace whatever the output folder holds.
-        on_shard_done: progress callback (shard url, done count, total).
+        on_task_done: progress callback (what finished: a shard or a part of one, tasks done,
+            tasks in all).
 
     Raises:
         CorpusLensError: for bad input, configuration or output folder; a failed shard fails
@@ -156,14 +157,18 @@ def run_scan(
             dedup=dedup,
             dedup_labels=cfg.dedup_labels,
             config_hash=cfg.hash(),
+            part=part,
+            parts=parts,
         )
         for s in shards
+        for parts in [_parts(s, cfg.task_mb)]
+        for part in range(parts)
     ]
     todo = []
     for job in jobs:
         done = io.read_json(io.join(job.work, "done.json")) if resume else None
         if done and done.get("config_hash") == cfg.hash():
-            log.info("shard %s: already complete, skipped (resume)", job.shard.url)
+            log.info("shard %s part %d: already complete, skipped (resume)", job.shard.url, job.part + 1)
         else:
             todo.append(job)
     skipped: list[dict[str, str]] = []
@@ -186,8 +191,9 @@ def run_scan(
                         other.cancel()
                     _fail(cfg, manifest, str(exc))
                     raise
-                log.warning("skipping bad shard: %s", exc)
-                skipped.append({"shard": job.shard.url, "error": str(exc)})
+                if job.shard.url not in {s["shard"] for s in skipped}:  # each of its parts fails alike
+                    log.warning("skipping bad shard: %s", exc)
+                    skipped.append({"shard": job.shard.url, "error": str(exc)})
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
@@ -197,16 +203,18 @@ def run_scan(
                 _fail(cfg, manifest, message)
                 raise CorpusLensError(message) from exc
             n_done += 1
-            if on_shard_done:
-                on_shard_done(job.shard.url, n_done, len(jobs))
+            if on_task_done:
+                part = f" (part {job.part + 1} of {job.parts})" if job.parts > 1 else ""
+                on_task_done(job.shard.url + part, n_done, len(jobs))
         good = [j for j in jobs if j.shard.url not in {s["shard"] for s in skipped}]
         clusters = _cluster_all(good, dedup)
         counts = _finalize_annotations(good, clusters, cfg)
+        good_shards = list({j.shard.url: j.shard for j in good}.values())
         policy_futures = [
             client.submit(
                 apply_shard,
-                job.shard.url,
-                job.shard.key,
+                shard.url,
+                shard.key,
                 cfg.output,
                 cfg.text_column,
                 cfg.id_column,
@@ -214,12 +222,12 @@ def run_scan(
                 policy,
                 cfg.granularity,
                 cfg.seed,
-                key=f"policy-{job.shard.key}-{time.time_ns()}",
+                key=f"policy-{shard.key}-{time.time_ns()}",
                 retries=2,
             )
-            for job in good
+            for shard in good_shards
         ]
-        policy_stats = dict(zip([j.shard.url for j in good], client.gather(policy_futures)))
+        policy_stats = dict(zip([s.url for s in good_shards], client.gather(policy_futures)))
     except KeyboardInterrupt:
         manifest.update(status="interrupted", finished=_now())
         io.atomic_write_json(io.join(cfg.output, "manifest.json"), manifest)
@@ -232,19 +240,19 @@ def run_scan(
 
     counts = _reconcile(counts, policy_stats, skipped, policy)
     io.atomic_write_json(io.join(cfg.output, "counts.json"), counts)
-    _write_samples(good, cfg)
+    _write_samples(good_shards, cfg)
     manifest.update(
         status="complete",
         finished=_now(),
         skipped_shards=skipped,
         inputs=[
             {
-                "shard": j.shard.url,
-                "key": j.shard.key,
-                "bytes": j.shard.size,
-                "rows": counts["per_shard"].get(j.shard.url, {}).get("rows_in"),
+                "shard": s.url,
+                "key": s.key,
+                "bytes": s.size,
+                "rows": counts["per_shard"].get(s.url, {}).get("rows_in"),
             }
-            for j in jobs
+            for s in shards
         ],
     )
     from corpus_lens.report import write_report
@@ -257,6 +265,12 @@ def run_scan(
 def _fail(cfg: ScanConfig, manifest: dict[str, Any], message: str) -> None:
     manifest.update(status="failed", finished=_now(), error=message)
     io.atomic_write_json(io.join(cfg.output, "manifest.json"), manifest)
+
+
+def _parts(shard: io.Shard, task_mb: float) -> int:
+    """How many row-range tasks a shard becomes: about one per ``task_mb`` of file, so that a
+    few large shards still keep every worker busy to the end."""
+    return max(1, round((shard.size or 0) / (task_mb * 1e6)))
 
 
 def _cluster_all(jobs: list[ShardJob], dedup: DedupSettings) -> dict[str, str]:
@@ -276,8 +290,12 @@ def _finalize_annotations(jobs: list[ShardJob], clusters: dict[str, str], cfg: S
     sizes: dict[str, int] = {}
     for c in clusters.values():
         sizes[c] = sizes.get(c, 0) + 1
+    by_shard: dict[str, list[ShardJob]] = {}
     for job in jobs:
-        ann = io.read_table(io.join(job.work, "annotations.parquet"))
+        by_shard.setdefault(job.shard.url, []).append(job)
+    for parts in by_shard.values():
+        job = parts[0]
+        ann = pa.concat_tables(io.read_table(io.join(p.work, "annotations.parquet")) for p in parts)
         pids = [
             passage_id(d, k, job.shard.key)
             for d, k in zip(ann.column("doc_id").to_pylist(), ann.column("passage_index").to_pylist())
@@ -290,9 +308,12 @@ def _finalize_annotations(jobs: list[ShardJob], clusters: dict[str, str], cfg: S
         )
         ann = ann.cast(ANNOTATION_SCHEMA)
         io.atomic_write_table(io.join(cfg.output, "annotations", f"{job.shard.key}.parquet"), ann)
-        docs = io.read_table(io.join(job.work, "documents.parquet"))
+        docs = pa.concat_tables(io.read_table(io.join(p.work, "documents.parquet")) for p in parts)
         io.atomic_write_table(io.join(cfg.output, "annotations", f"{job.shard.key}.documents.parquet"), docs)
-        stats = io.read_json(io.join(job.work, "stats.json"))
+        stats: dict[str, Any] = {}
+        for p in parts:
+            stats = merge(stats, io.read_json(io.join(p.work, "stats.json")))
+        stats["failures"] = stats.get("failures", [])[:FAILURE_SAMPLE]
         dedup_stats: dict[str, Any] = {}
         for d, c, r in zip(ann.column("depiction").to_pylist(), cl, rep):
             if c is None:
@@ -352,11 +373,11 @@ def _sample_key(seed: int, pid: str) -> str:
     return hashlib.sha1(f"{seed}:{pid}".encode()).hexdigest()
 
 
-def _write_samples(jobs: list[ShardJob], cfg: ScanConfig) -> None:
+def _write_samples(shards: list[io.Shard], cfg: ScanConfig) -> None:
     """Per label, the passages with the smallest hash of (seed, id): stable across reruns."""
     best: dict[str, list[tuple[str, dict[str, Any]]]] = {d: [] for d in DEPICTIONS}
-    for job in jobs:
-        ann = io.read_table(io.join(cfg.output, "annotations", f"{job.shard.key}.parquet"))
+    for shard in shards:
+        ann = io.read_table(io.join(cfg.output, "annotations", f"{shard.key}.parquet"))
         cols = [
             "doc_id",
             "shard",
@@ -376,7 +397,7 @@ def _write_samples(jobs: list[ShardJob], cfg: ScanConfig) -> None:
             "score_none",
         ]
         for rec in ann.select(cols).to_pylist():
-            key = _sample_key(cfg.seed, passage_id(rec["doc_id"], rec["passage_index"], job.shard.key))
+            key = _sample_key(cfg.seed, passage_id(rec["doc_id"], rec["passage_index"], shard.key))
             bucket = best[rec["depiction"]]
             bucket.append((key, rec))
             if len(bucket) > 4 * cfg.samples_per_label:
