@@ -148,8 +148,9 @@ def _utf8_invalid(texts: pa.Array) -> np.ndarray:
 
 
 def row_failures(texts: pa.Array, ids: list[str], seen_ids: set[str]) -> tuple[pa.Array, np.ndarray, list[str]]:
-    """Rows that cannot be scanned, with the reason: null text, invalid UTF-8, or an id seen
-    before in the shard. Returns the texts with failed rows set to null, the mask and reasons.
+    """Rows that cannot be scanned, with the reason: null text, invalid UTF-8, or an id that an
+    earlier row of the shard has (failed or not). Returns the texts with failed rows set to
+    null, the mask and the reasons.
 
     ``seen_ids`` carries the ids of earlier batches of the same shard and is updated.
     """
@@ -167,8 +168,7 @@ def row_failures(texts: pa.Array, ids: list[str], seen_ids: set[str]) -> tuple[p
         elif doc_id in seen_ids:
             bad[i] = True
             reasons[i] = "duplicate id (an earlier row of this shard has it)"
-        else:
-            seen_ids.add(doc_id)
+        seen_ids.add(doc_id)  # a failed row's id counts too: a part sees only earlier ids
     if invalid.any():
         texts = pa.array(
             [None if invalid[i] else v for i, v in enumerate(texts.cast(pa.binary()).to_pylist())], pa.binary()
@@ -296,18 +296,29 @@ def _process_batch(
 
 
 def _part_batches(pf: Any, job: ShardJob, seen_ids: set[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """The part's rows in batches, with their first row number. Rows before the part only feed
-    ``seen_ids``, so a duplicate id is caught across parts exactly as in one pass."""
+    """The part's rows in batches, with their first row number.
+
+    Only the row groups that hold the part are decoded. The ids of the rows before it (the id
+    column alone) go into ``seen_ids``, so a duplicate id is caught across parts as in one pass.
+    """
     start, stop = job.rows(pf.metadata.num_rows)
-    first_row = 0
-    for batch in io.iter_batches(pf, job.shard.url, None, job.batch_rows):
-        lo, hi = first_row, first_row + len(batch)
-        first_row = hi
+    if start >= stop:
+        return
+    ends = np.cumsum([pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+    first = int(np.searchsorted(ends, start, side="right"))  # the row group holding row `start`
+    if start > 0 and job.id_column in pf.schema_arrow.names:
+        row = 0
+        for batch in io.iter_batches(pf, job.shard.url, [job.id_column], job.batch_rows, list(range(first + 1))):
+            before = batch.slice(0, max(0, min(len(batch), start - row)))
+            seen_ids.update(doc_ids(before, job.shard.url, job.id_column, row))
+            row += len(batch)
+    groups = [g for g in range(first, len(ends)) if ends[g] - pf.metadata.row_group(g).num_rows < stop]
+    row = int(ends[first - 1]) if first else 0
+    for batch in io.iter_batches(pf, job.shard.url, None, job.batch_rows, groups):
+        lo, hi = row, row + len(batch)
+        row = hi
         if lo >= stop:
             break
-        if lo < start and job.id_column in batch.schema.names:
-            before = batch.slice(0, min(hi, start) - lo)
-            row_failures(before.column(job.text_column), doc_ids(before, job.shard.url, job.id_column, lo), seen_ids)
         if hi > start:
             a = max(lo, start)
             yield a, batch.slice(a - lo, min(hi, stop) - a)

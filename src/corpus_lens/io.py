@@ -97,10 +97,13 @@ def open_parquet(url: str) -> pq.ParquetFile:
         raise InputError(f"shard {url}: not a readable Parquet file ({exc})") from exc
 
 
-def iter_batches(pf: pq.ParquetFile, url: str, columns: list[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Stream a shard in record batches; a decoding failure names the shard."""
+def iter_batches(
+    pf: pq.ParquetFile, url: str, columns: list[str] | None, batch_rows: int, row_groups: list[int] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream a shard (or some of its row groups) in record batches; a decoding failure names
+    the shard."""
     try:
-        yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+        yield from pf.iter_batches(batch_size=batch_rows, columns=columns, row_groups=row_groups)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"shard {url}: the file is corrupt or truncated ({exc})") from exc
 
