@@ -12,6 +12,7 @@ Usage: python bench/run.py [--shared ../shared/data] [--runs 3] [--skip-peer]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -105,12 +107,26 @@ def run_scan(inputs: list[Path], workers: int, out: Path, scheduler: str | None 
     return float(elapsed), int(peak_kb)
 
 
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """Confine this process to one core and torch to one thread for the duration."""
+    import torch
+
+    cores = os.sched_getaffinity(0)
+    threads = torch.get_num_threads()
+    os.sched_setaffinity(0, set(sorted(cores)[:1]))
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
+        torch.set_num_threads(threads)
+
+
 def naive_embedding(sample: list[str]) -> float:
     """Seconds to embed ``sample`` and run the head on one core (torch on one thread, this
     process pinned to one core for the timing)."""
     from dataclasses import replace
-
-    import torch
 
     from corpus_lens.classify import classify_passages, load_spec
 
@@ -119,42 +135,27 @@ def naive_embedding(sample: list[str]) -> float:
     spec = replace(spec, gates={**spec.gates, "fasttext_ai": 0.0, "fasttext_confidence": 1.01, "fasttext_flag": 0.0})
     everything = np.ones(len(sample), dtype=bool)
     classify_passages(sample[:4], spec, lexicon_hits=everything[:4])  # load models outside the timing
-    cores = os.sched_getaffinity(0)
-    threads = torch.get_num_threads()
-    os.sched_setaffinity(0, set(sorted(cores)[:1]))
-    torch.set_num_threads(1)
-    try:
+    with one_core():
         start = time.perf_counter()
         table = classify_passages(sample, spec, lexicon_hits=everything)
         elapsed = time.perf_counter() - start
-        assert table.column("stage").to_pylist() == ["embedding"] * len(sample)
-        return elapsed
-    finally:
-        os.sched_setaffinity(0, cores)
-        torch.set_num_threads(threads)
+    assert table.column("stage").to_pylist() == ["embedding"] * len(sample)
+    return elapsed
 
 
 def embedding_time(sample: list[str], device: str, model: str) -> float:
     """Seconds for the embedding stage alone on ``sample``, with the cascade's settings; on the
     CPU pinned to one core and one torch thread, on a GPU with one host core."""
-    import torch
 
     from corpus_lens.classify import embed
 
     embed(sample[:32], model, device, precision="auto")  # load and warm up outside the timing
-    cores = os.sched_getaffinity(0)
-    threads = torch.get_num_threads()
-    os.sched_setaffinity(0, set(sorted(cores)[:1]))
-    torch.set_num_threads(1)
-    try:
+    with one_core():
         start = time.perf_counter()
         vectors = embed(sample, model, device, precision="auto")
         elapsed = time.perf_counter() - start
-        assert vectors.shape[0] == len(sample)
-        return elapsed
-    finally:
-        os.sched_setaffinity(0, cores)
-        torch.set_num_threads(threads)
+    assert vectors.shape[0] == len(sample)
+    return elapsed
 
 
 def minhash_pair(texts: list[str]) -> tuple[float, float]:
