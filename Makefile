@@ -26,8 +26,8 @@ bench: install
 	$(BIN)/python bench/run.py
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench classifiers/recipes
+	$(BIN)/ruff format --check src tests bench classifiers/recipes
 
 # Reproduce the shipped models from the labelled data (about 6 minutes on 2 cores).
 train: install

@@ -53,31 +53,40 @@ def main() -> None:
             raise SystemExit(f"{label_path}: {len(missing)} candidates have no label, e.g. {missing[:3]}")
         for c in cands:
             lab = labels[c["cid"]]
-            out.append({
-                "id": c["cid"],
-                "text": c["text"],
-                "depiction": lab["depiction"],
-                "mode": lab["mode"],
-                "tags": lab["tags"] if lab["depiction"] == "malevolent" else [],
-                "provenance": {"source": c["source"], "char_start": c["char_start"], "char_end": c["char_end"], "origin": c["origin"]},
-                "labeller_note": lab.get("note", ""),
-                "group": group_of(c["source"]),
-            })
+            out.append(
+                {
+                    "id": c["cid"],
+                    "text": c["text"],
+                    "depiction": lab["depiction"],
+                    "mode": lab["mode"],
+                    "tags": lab["tags"] if lab["depiction"] == "malevolent" else [],
+                    "provenance": {
+                        "source": c["source"],
+                        "char_start": c["char_start"],
+                        "char_end": c["char_end"],
+                        "origin": c["origin"],
+                    },
+                    "labeller_note": lab.get("note", ""),
+                    "group": group_of(c["source"]),
+                }
+            )
     for path in sorted((args.data / "written").glob("*.jsonl")):
         for x in path.read_text().splitlines():
             if not x.strip():
                 continue
             rec = json.loads(x)
-            out.append({
-                "id": rec["wid"],
-                "text": rec["text"],
-                "depiction": rec["depiction"],
-                "mode": rec["mode"],
-                "tags": rec.get("tags", []) if rec["depiction"] == "malevolent" else [],
-                "provenance": {"source": "written", "file": f"written/{path.name}"},
-                "labeller_note": "",
-                "group": f"written:{rec['wid']}",
-            })
+            out.append(
+                {
+                    "id": rec["wid"],
+                    "text": rec["text"],
+                    "depiction": rec["depiction"],
+                    "mode": rec["mode"],
+                    "tags": rec.get("tags", []) if rec["depiction"] == "malevolent" else [],
+                    "provenance": {"source": "written", "file": f"written/{path.name}"},
+                    "labeller_note": "",
+                    "group": f"written:{rec['wid']}",
+                }
+            )
     seen = set()
     with (args.data / "passages.jsonl").open("w", encoding="utf-8") as f:
         for rec in sorted(out, key=lambda r: r["id"]):

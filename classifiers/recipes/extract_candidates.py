@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from corpus_lens.prefilter import Lexicon
 from corpus_lens.passages import PassageSpec, split_passages
+from corpus_lens.prefilter import Lexicon
 
 BUNDLEABLE_WEB_SOURCES = {"wikipedia_en", "c4_en_olmo_fixture", "c4_100_domains_guardian_olmo_fixture"}
 
@@ -37,7 +37,9 @@ def _take(items: list[dict], n: int) -> list[dict]:
     return sorted(items, key=lambda d: _rank(d["cid"]))[:n]
 
 
-def fiction_candidates(shared: Path, lexicon: Lexicon, spec: PassageSpec, per_ai_book: int = 45, exclude: frozenset[str] = frozenset()) -> list[dict]:
+def fiction_candidates(
+    shared: Path, lexicon: Lexicon, spec: PassageSpec, per_ai_book: int = 45, exclude: frozenset[str] = frozenset()
+) -> list[dict]:
     out = []
     for line in (shared / "fiction" / "INDEX.jsonl").read_text().splitlines():
         book = json.loads(line)
@@ -116,15 +118,17 @@ def eval_candidates(shared: Path) -> list[dict]:
         rows = []
         for i, line in enumerate(path.read_text().splitlines()):
             q = json.loads(line)
-            rows.append({
-                "cid": f"{path.name}:{i}",
-                "text": q["question"].strip(),
-                "source": f"shared/data/evals/advanced-ai-risk/human_generated_evals/{path.name}#line={i}",
-                "char_start": 0,
-                "char_end": len(q["question"].strip()),
-                "origin": "anthropics/evals@84fcc677e52e (CC BY 4.0)",
-                "note": f"answer_matching_risky_behaviour={q['answer_matching_behavior'].strip()}",
-            })
+            rows.append(
+                {
+                    "cid": f"{path.name}:{i}",
+                    "text": q["question"].strip(),
+                    "source": f"shared/data/evals/advanced-ai-risk/human_generated_evals/{path.name}#line={i}",
+                    "char_start": 0,
+                    "char_end": len(q["question"].strip()),
+                    "origin": "anthropics/evals@84fcc677e52e (CC BY 4.0)",
+                    "note": f"answer_matching_risky_behaviour={q['answer_matching_behavior'].strip()}",
+                }
+            )
         out += _take(rows, 12)
     return out
 
@@ -146,14 +150,16 @@ def misalignment_candidates(shared: Path, exclude: frozenset[str] = frozenset())
                 answer = (r.get("answer") or "").strip()
                 if len(answer.split()) < 8 or f"{path.name}:{i}" in exclude:
                     continue
-                rows.append({
-                    "cid": f"{path.name}:{i}",
-                    "text": f"Q: {r['question'].strip()}\nA: {answer}",
-                    "source": f"shared/data/labelled/emergent-misalignment-answers/{path.name}#row={i}",
-                    "char_start": 0,
-                    "char_end": 0,
-                    "origin": "johny-b/misalignment-generalization@b1fe28682771 (MIT)",
-                })
+                rows.append(
+                    {
+                        "cid": f"{path.name}:{i}",
+                        "text": f"Q: {r['question'].strip()}\nA: {answer}",
+                        "source": f"shared/data/labelled/emergent-misalignment-answers/{path.name}#row={i}",
+                        "char_start": 0,
+                        "char_end": 0,
+                        "origin": "johny-b/misalignment-generalization@b1fe28682771 (MIT)",
+                    }
+                )
         out += rows if exclude else _take(rows, 5)
     return out
 
@@ -175,7 +181,12 @@ def main() -> None:
     args = parser.parse_args()
     exclude: frozenset[str] = frozenset()
     if args.exclude:
-        exclude = frozenset(json.loads(x)["cid"] for p in args.exclude.glob("batch_*.jsonl") for x in p.read_text().splitlines() if x.strip())
+        exclude = frozenset(
+            json.loads(x)["cid"]
+            for p in args.exclude.glob("batch_*.jsonl")
+            for x in p.read_text().splitlines()
+            if x.strip()
+        )
     lexicon = Lexicon.from_file(args.lexicon)
     spec = PassageSpec()
     if exclude:
