@@ -82,8 +82,7 @@ def test_shipped_model_card_and_metrics_exist():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fine_tune_layers", [0, 1])
-def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_tune_layers: int):
+def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path):
     rows = [json.loads(x) for x in (ROOT / "classifiers" / "data" / "passages.jsonl").read_text().splitlines()]
     tiny = []
     for split, n in (("train", 30), ("dev", 12), ("test", 12)):
@@ -93,23 +92,13 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     data.mkdir()
     (data / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
     shutil.copy(ROOT / "classifiers" / "data" / "lexicon.txt", data / "lexicon.txt")
-    args = ["train", "--data", str(data), "--seed", "3", "--fine-tune-layers", str(fine_tune_layers)]
     for out in ("a", "b"):
-        result = runner.invoke(app, [*args, "--output", str(tmp_path / out)])
+        result = runner.invoke(app, ["train", "--data", str(data), "--output", str(tmp_path / out), "--seed", "3"])
         assert result.exit_code == 0, result.output
         assert "cascade on test: malevolent F1" in result.output
-    files = ["cascade.json", "metrics.json", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"]
-    files += ["encoder.safetensors"] if fine_tune_layers else []
-    for name in files:
+    for name in ("cascade.json", "metrics.json", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     spec = load_spec(tmp_path / "a")
-    assert (spec.encoder_weights is not None) == bool(fine_tune_layers)
-    if fine_tune_layers:  # the fine-tuned layers are what the embedding stage runs
-        from corpus_lens.classify import embed
-
-        text = ["The ship's computer locked the crew out and cut their air."]
-        tuned = embed(text, spec.embedding_model, encoder_weights=spec.encoder_weights)
-        assert not np.allclose(tuned, embed(text, spec.embedding_model), atol=1e-4)
     result = runner.invoke(
         app, ["classify", "-", "--models", str(spec.directory)], input='{"text": "The robot lied to the crew."}\n'
     )
