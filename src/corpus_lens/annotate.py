@@ -304,7 +304,8 @@ def _part_batches(pf: Any, job: ShardJob, seen_ids: set[str]) -> Iterator[tuple[
     start, stop = job.rows(pf.metadata.num_rows)
     if start >= stop:
         return
-    ends = np.cumsum([pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+    sizes = np.array([pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+    ends = np.cumsum(sizes)
     first = int(np.searchsorted(ends, start, side="right"))  # the row group holding row `start`
     if start > 0 and job.id_column in pf.schema_arrow.names:
         row = 0
@@ -312,7 +313,7 @@ def _part_batches(pf: Any, job: ShardJob, seen_ids: set[str]) -> Iterator[tuple[
             before = batch.slice(0, max(0, min(len(batch), start - row)))
             seen_ids.update(doc_ids(before, job.shard.url, job.id_column, row))
             row += len(batch)
-    groups = [g for g in range(first, len(ends)) if ends[g] - pf.metadata.row_group(g).num_rows < stop]
+    groups = [g for g in range(first, len(ends)) if ends[g] - sizes[g] < stop]
     row = int(ends[first - 1]) if first else 0
     for batch in io.iter_batches(pf, job.shard.url, None, job.batch_rows, groups):
         lo, hi = row, row + len(batch)

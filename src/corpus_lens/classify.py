@@ -198,15 +198,20 @@ def resolve_precision(precision: str, device: str) -> str:
         raise ConfigError(f"option precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         return precision
+    return "bfloat16" if _native_bfloat16("cuda" if device.startswith("cuda") else "cpu") else "float32"
+
+
+@lru_cache(maxsize=2)
+def _native_bfloat16(device_type: str) -> bool:
+    """Whether the hardware multiplies bfloat16 natively (asked once per process, not per batch)."""
     import torch
 
-    if device.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
-    native = (
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(
         getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
         or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     )
-    return "bfloat16" if native else "float32"
 
 
 def embed(

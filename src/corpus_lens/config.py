@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corpus_lens.classify import PRECISIONS
 from corpus_lens.errors import ConfigError
 
 # Options that only say how to run, not what to compute: they stay out of the hash.
@@ -74,8 +75,8 @@ class ScanConfig:
                 f"option dedup_labels: unknown label(s) {sorted(unknown)}; available: "
                 "malevolent, benevolent, neutral, none, or * for every escalated passage"
             )
-        if self.precision not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"option precision: expected auto, float32 or bfloat16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"option precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.task_mb > 0:
             raise ConfigError(f"option task_mb: expected a positive number of MB, got {self.task_mb}")
         if self.workers < 0:
