@@ -88,6 +88,11 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path):
     for split, n in (("train", 30), ("dev", 12), ("test", 12)):
         for label in DEPICTIONS:
             tiny += [r for r in rows if r["split"] == split and r["depiction"] == label][: n // 4 + 1]
+    # One test passage as if adjudication had changed it: the card also scores the first label.
+    tiny = [{k: v for k, v in r.items() if k != "adjudicated"} for r in tiny]
+    changed = next(r for r in tiny if r["split"] == "test" and r["depiction"] == "none")
+    changed["adjudicated"] = {"from": {"depiction": "malevolent", "mode": changed["mode"], "tags": []}}
+    first_mal = sum(r["split"] == "test" and r["depiction"] == "malevolent" for r in tiny) + 1
     data = tmp_path / "data"
     data.mkdir()
     (data / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
@@ -98,6 +103,11 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path):
         assert "cascade on test: malevolent F1" in result.output
     for name in ("cascade.json", "metrics.json", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["adjudicated_test_labels"] == 1
+    assert metrics["cascade_first_pass_labels"]["malevolent"]["support"] == first_mal
+    assert metrics["cascade"]["malevolent"]["support"] == first_mal - 1
+    assert "1 test labels were changed by adjudication" in (tmp_path / "a" / "MODEL_CARD.md").read_text()
     spec = load_spec(tmp_path / "a")
     result = runner.invoke(
         app, ["classify", "-", "--models", str(spec.directory)], input='{"text": "The robot lied to the crew."}\n'
@@ -113,6 +123,12 @@ def test_train_rejects_bad_labels(tmp_path: Path):
     result = runner.invoke(app, ["train", "--data", str(tmp_path), "--output", str(tmp_path / "m")])
     assert result.exit_code == 2
     assert "passages.jsonl:1: depiction 'evil' not in" in result.output
+    rec = {"id": "x", "text": "t", "depiction": "none", "mode": "fiction", "tags": [], "split": "train"}
+    rec["adjudicated"] = {"from": {"depiction": "wicked"}}
+    (tmp_path / "passages.jsonl").write_text(json.dumps(rec) + "\n")
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--output", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "passages.jsonl:1: adjudicated.from.depiction 'wicked' not in" in result.output
 
 
 def test_shard_tasks_are_small_and_models_load_once_per_process():

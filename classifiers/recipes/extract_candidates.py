@@ -9,8 +9,14 @@ Passages are cut with the same splitter that `scan` uses, so labels describe wha
 sees. Selection is deterministic (hash of the candidate id) and deliberately mixes passages with
 and without lexicon hits, so the lexicon's recall can be measured on labelled data.
 
+Mining (hard negatives): ``--mine SCAN_DIR`` draws instead the web passages that a model set
+scored highest for malevolent or benevolent in a scan of ../shared/data/web (at most
+``--per-doc`` per page, only pages not drawn before). They are chosen by a model, so
+build_dataset.py puts them in train only: dev and test stay drawn without looking at any model.
+
 Usage:
     python classifiers/recipes/extract_candidates.py --shared ../shared/data --out DIR --batches 5
+    python classifiers/recipes/extract_candidates.py --mine SCAN_DIR --exclude DIR --out DIR --first-batch 19
 """
 
 from __future__ import annotations
@@ -111,6 +117,47 @@ def web_candidates(
     return varied[:n_hits] + _take(misses, n_misses)
 
 
+def mined_candidates(shared: Path, scan_dir: Path, exclude: frozenset[str], n: int, per_doc: int) -> list[dict]:
+    """The web passages a scan scored highest for malevolent or benevolent, from new pages."""
+    import pyarrow as pa
+
+    drawn_docs = {cid.rsplit(":", 1)[0] for cid in exclude if cid.startswith("web-")}
+    paths = sorted(p for p in (scan_dir / "annotations").glob("*.parquet") if not p.name.endswith(".documents.parquet"))
+    cols = ["shard", "doc_id", "char_start", "char_end", "text", "score_malevolent", "score_benevolent"]
+    rows = pa.concat_tables([pq.read_table(p, columns=cols) for p in paths]).to_pylist()
+    origin = {}
+    for shard in sorted((shared / "web").glob("*.parquet")):
+        for row in pq.read_table(shard, columns=["id", "source", "url"]).to_pylist():
+            origin[f"{shard.name}:{row['id']}"] = row
+    ranked = sorted(
+        rows, key=lambda r: (-max(r["score_malevolent"], r["score_benevolent"]), r["doc_id"], r["char_start"])
+    )
+    out: list[dict] = []
+    taken: dict[str, int] = {}
+    for r in ranked:
+        doc = f"{Path(r['shard']).name}:{r['doc_id']}"
+        page = origin.get(doc)
+        if doc in drawn_docs or page is None or page["source"] not in BUNDLEABLE_WEB_SOURCES:
+            continue
+        if taken.get(doc, 0) >= per_doc:
+            continue
+        taken[doc] = taken.get(doc, 0) + 1
+        out.append(
+            {
+                "cid": f"{doc}:{r['char_start']}-{r['char_end']}",
+                "text": r["text"],
+                "source": f"shared/data/web/{Path(r['shard']).name}#id={r['doc_id']}",
+                "char_start": r["char_start"],
+                "char_end": r["char_end"],
+                "origin": f"{page['source']} {page['url']}",
+                "mined": f"top malevolent/benevolent score in {scan_dir.name}",
+            }
+        )
+        if len(out) == n:
+            break
+    return out
+
+
 def eval_candidates(shared: Path) -> list[dict]:
     out = []
     folder = shared / "evals" / "advanced-ai-risk" / "human_generated_evals"
@@ -178,6 +225,9 @@ def main() -> None:
     )
     parser.add_argument("--web-hits", type=int, default=400, help="new web pages to draw in a later wave")
     parser.add_argument("--per-ai-book", type=int, default=45)
+    parser.add_argument("--mine", type=Path, help="scan folder of the web shards: draw its highest-scoring passages")
+    parser.add_argument("--mine-n", type=int, default=400, help="passages to mine")
+    parser.add_argument("--per-doc", type=int, default=3, help="mined passages per web page at most")
     args = parser.parse_args()
     exclude: frozenset[str] = frozenset()
     if args.exclude:
@@ -189,7 +239,9 @@ def main() -> None:
         )
     lexicon = Lexicon.from_file(args.lexicon)
     spec = PassageSpec()
-    if exclude:
+    if args.mine:
+        cands = mined_candidates(args.shared, args.mine, exclude, args.mine_n, args.per_doc)
+    elif exclude:
         cands = (
             fiction_candidates(args.shared, lexicon, spec, args.per_ai_book, exclude)
             + web_candidates(args.shared, lexicon, spec, args.web_hits, n_misses=0, exclude=exclude)

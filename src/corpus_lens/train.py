@@ -4,7 +4,7 @@ Input: a data directory with ``passages.jsonl`` (one labelled passage per line: 
 ``text``, ``depiction``, ``mode``, ``tags``, ``split``) and ``lexicon.txt``. Output: a model
 directory that ``classify.load_spec`` reads, with ``MODEL_CARD.md`` and ``metrics.json``
 measured on the test split. Deterministic given the seed (fastText runs on one thread; the head
-is fit by full-batch L-BFGS).
+is fit full-batch with AdamW on one thread).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class Passages:
     depiction: np.ndarray  # int index into DEPICTIONS
     mode: np.ndarray  # int index into MODES
     tags: np.ndarray  # (n, len(TAGS)) 0/1
+    first_depiction: np.ndarray  # the label before adjudication (equal to depiction where none changed it)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -70,6 +71,7 @@ class Passages:
             self.depiction[idx],
             self.mode[idx],
             self.tags[idx],
+            self.first_depiction[idx],
         )
 
 
@@ -95,6 +97,8 @@ def load_passages(data_dir: Path) -> dict[str, Passages]:
         bad_tags = set(rec.get("tags", [])) - set(TAGS)
         if bad_tags:
             raise ConfigError(f"{where}: unknown tag(s) {sorted(bad_tags)}; available: {TAGS}")
+        if _first_label(rec) not in DEPICTIONS:
+            raise ConfigError(f"{where}: adjudicated.from.depiction {_first_label(rec)!r} not in {DEPICTIONS}")
         if rec.get("split") not in rows:
             raise ConfigError(f"{where}: split {rec.get('split')!r} not in train/dev/test")
         rows[rec["split"]].append(rec)
@@ -108,8 +112,14 @@ def load_passages(data_dir: Path) -> dict[str, Passages]:
             np.array([DEPICTIONS.index(r["depiction"]) for r in recs]),
             np.array([MODES.index(r["mode"]) for r in recs]),
             np.array([[t in r.get("tags", []) for t in TAGS] for r in recs], dtype=np.float32),
+            np.array([DEPICTIONS.index(_first_label(r)) for r in recs]),
         )
     return out
+
+
+def _first_label(rec: dict[str, Any]) -> str:
+    """The depiction before adjudication (build_dataset.py keeps it in ``adjudicated.from``)."""
+    return rec.get("adjudicated", {}).get("from", {}).get("depiction", rec["depiction"])
 
 
 def _write_fasttext_file(path: Path, texts: list[str], labels: np.ndarray, names: tuple[str, ...]) -> None:
@@ -159,32 +169,38 @@ def _fit_mlp(
 ) -> dict[str, np.ndarray]:
     """Fit a one-hidden-layer MLP (softmax, or per-label sigmoid) with AdamW, full batch.
 
-    Deterministic given the seed: torch runs single-threaded on CPU here.
+    Deterministic given the seed: torch runs single-threaded while it fits. The process's thread
+    count is restored afterwards, so later embedding (in this or a second training run) runs as
+    it did before.
     """
     import torch
 
+    threads = torch.get_num_threads()
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(hidden, n_out)
-    )
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
-    xt = torch.tensor(x, dtype=torch.float32)
-    if multilabel:
-        yt = torch.tensor(y, dtype=torch.float32)
-        pos = yt.sum(0).clamp(min=1)
-        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=((len(y) - pos) / pos).clamp(max=20))
-    else:
-        yt = torch.tensor(y, dtype=torch.long)
-        counts = np.bincount(y, minlength=n_out).astype(np.float64)
-        weight = torch.tensor(len(y) / (n_out * np.maximum(counts, 1)), dtype=torch.float32)
-        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    net.train()
-    for _ in range(HEAD_EPOCHS):
-        opt.zero_grad()
-        loss = loss_fn(net(xt), yt)
-        loss.backward()
-        opt.step()
+    try:
+        net = torch.nn.Sequential(
+            torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(hidden, n_out)
+        )
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+        xt = torch.tensor(x, dtype=torch.float32)
+        if multilabel:
+            yt = torch.tensor(y, dtype=torch.float32)
+            pos = yt.sum(0).clamp(min=1)
+            loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=((len(y) - pos) / pos).clamp(max=20))
+        else:
+            yt = torch.tensor(y, dtype=torch.long)
+            counts = np.bincount(y, minlength=n_out).astype(np.float64)
+            weight = torch.tensor(len(y) / (n_out * np.maximum(counts, 1)), dtype=torch.float32)
+            loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+        net.train()
+        for _ in range(HEAD_EPOCHS):
+            opt.zero_grad()
+            loss = loss_fn(net(xt), yt)
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     first, last = net[0], net[3]
     return {
         "W1": first.weight.detach().numpy().T.copy(),
@@ -382,6 +398,8 @@ def train(
         "fasttext_alone": evaluate(ft_dep_pred, ft_mode_pred, test),
         "embedding_all": evaluate(emb_dep_pred, emb_mode_pred, test),
         "cascade": evaluate(dep_c, mode_c, test),
+        "cascade_first_pass_labels": evaluate(dep_c, mode_c, replace(test, depiction=test.first_depiction)),
+        "adjudicated_test_labels": int(np.sum(test.first_depiction != test.depiction)),
         "cascade_escalation_rate": round(esc_rate, 4),
         "tags": {t: _prf(emb_test["tags"][:, j] >= 0.5, test.tags[:, j] > 0) for j, t in enumerate(TAGS)},
     }
@@ -456,6 +474,13 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         _row("fastText alone (after lexicon)", metrics["fasttext_alone"]),
         _row("embedding head on every passage", metrics["embedding_all"]),
         _row("**cascade** (prefilter -> fastText -> head)", metrics["cascade"]),
+        "",
+        f"{metrics['adjudicated_test_labels']} test labels were changed by adjudication (build_dataset.py, "
+        "CODEBOOK §10.13). Scored against the first annotator's labels instead, the same cascade gets:",
+        "",
+        "| model | mal P | mal R | mal F1 | ben P | ben R | ben F1 | mode acc |",
+        "|---|---|---|---|---|---|---|---|",
+        _row("cascade, first-pass labels", metrics["cascade_first_pass_labels"]),
         "",
         f"Cascade escalation rate (passages past the prefilter sent to the embedding stage): "
         f"{metrics['cascade_escalation_rate']:.3f}.",
