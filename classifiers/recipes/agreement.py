@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from build_dataset import first_pass, split_of  # noqa: E402
+from build_dataset import first_pass, split_for  # noqa: E402
 
 DEPICTIONS = ("malevolent", "benevolent", "neutral", "none")
 
@@ -65,7 +65,7 @@ def report(data: Path) -> str:
     confusions = []
     for split in ("dev", "test"):
         for against, labels in (("first labels", first), ("final labels", final)):
-            rows = [(labels[s["id"]], s) for s in second if split_of_rec(first[s["id"]]) == split]
+            rows = [(labels[s["id"]], s) for s in second if split_for(first[s["id"]]["group"]) == split]
             dep = [(a["depiction"], b["depiction"]) for a, b in rows]
             mode_agree = sum(a["mode"] == b["mode"] for a, b in rows) / len(rows)
             cells = [
@@ -79,7 +79,9 @@ def report(data: Path) -> str:
                 cells.append("{:.3f} / {:.3f} / {:.3f}".format(*_f1(dep, label)))
             cells.append(f"{mode_agree:.3f}")
             lines.append("| " + " | ".join(cells) + " |")
-        dep = [(first[s["id"]]["depiction"], s["depiction"]) for s in second if split_of_rec(first[s["id"]]) == split]
+        dep = [
+            (first[s["id"]]["depiction"], s["depiction"]) for s in second if split_for(first[s["id"]]["group"]) == split
+        ]
         counts = Counter(dep)
         confusions += ["", f"{split}: first label (rows) by second label (columns)", ""]
         confusions += ["| first \\ second | " + " | ".join(DEPICTIONS) + " |", "|---" * (len(DEPICTIONS) + 1) + "|"]
@@ -92,10 +94,6 @@ def report(data: Path) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def split_of_rec(rec: dict) -> str:
-    return "train" if rec["group"] == "train-only" else split_of(rec["group"])
 
 
 def main() -> None:

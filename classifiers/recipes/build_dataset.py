@@ -37,6 +37,11 @@ def split_of(group: str) -> str:
     return SPLITS[-1][0]
 
 
+def split_for(group: str) -> str:
+    """The split of a passage's group: train for train-only passages, else by hash."""
+    return "train" if group == "train-only" else split_of(group)
+
+
 def group_of(source: str) -> str:
     """The source document: a book, a web page, an eval file, an answer file."""
     if "#id=" in source:  # a web page: one document per id
@@ -148,7 +153,7 @@ def main() -> None:
     with tmp.open("w", encoding="utf-8") as f:
         for rec in recs:
             group = rec.pop("group")
-            rec["split"] = "train" if group == "train-only" else split_of(group)
+            rec["split"] = split_for(group)
             f.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
     tmp.replace(target)
     counts: dict[str, int] = {"adjudicated": changed}
