@@ -24,6 +24,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from corpus_lens.io import atomic_write_text
+
 SPLITS = (("train", 0.70), ("dev", 0.15), ("test", 0.15))
 
 
@@ -35,11 +37,6 @@ def split_of(group: str) -> str:
         if u < edge:
             return name
     return SPLITS[-1][0]
-
-
-def split_for(group: str) -> str:
-    """The split of a passage's group: train for train-only passages, else by hash."""
-    return "train" if group == "train-only" else split_of(group)
 
 
 def group_of(source: str) -> str:
@@ -148,14 +145,11 @@ def main() -> None:
     args = parser.parse_args()
     recs = first_pass(args.data)
     changed = adjudicate(recs, args.data / "labels" / "adjudicated.jsonl")
-    target = args.data / "passages.jsonl"
-    tmp = target.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for rec in recs:
-            group = rec.pop("group")
-            rec["split"] = split_for(group)
-            f.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
-    tmp.replace(target)
+    for rec in recs:
+        group = rec.pop("group")
+        rec["split"] = "train" if group == "train-only" else split_of(group)
+    text = "".join(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n" for rec in recs)
+    atomic_write_text(args.data / "passages.jsonl", text)
     counts: dict[str, int] = {"adjudicated": changed}
     for rec in recs:
         real = "written" if rec["provenance"]["source"] == "written" else "real"
