@@ -310,9 +310,11 @@ def _part_batches(pf: Any, job: ShardJob, seen_ids: set[str]) -> Iterator[tuple[
     if start > 0 and job.id_column in pf.schema_arrow.names:
         row = 0
         for batch in io.iter_batches(pf, job.shard.url, [job.id_column], job.batch_rows, list(range(first + 1))):
-            before = batch.slice(0, max(0, min(len(batch), start - row)))
+            before = batch.slice(0, min(len(batch), start - row))
             seen_ids.update(doc_ids(before, job.shard.url, job.id_column, row))
             row += len(batch)
+            if row >= start:  # the rest of this row group belongs to the part itself
+                break
     groups = [g for g in range(first, len(ends)) if ends[g] - sizes[g] < stop]
     row = int(ends[first - 1]) if first else 0
     for batch in io.iter_batches(pf, job.shard.url, None, job.batch_rows, groups):
