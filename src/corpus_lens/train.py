@@ -12,8 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +29,7 @@ from corpus_lens.classify import (
     CASCADE_FORMAT,
     DEFAULT_EMBEDDING_MODEL,
     EMBEDDING_MAX_TOKENS,
+    FINE_TUNED_FORMAT,
     decide_depiction,
     embed,
     escalate,
@@ -33,6 +37,7 @@ from corpus_lens.classify import (
     fasttext_text,
     head_logits,
     head_probs,
+    load_embedder,
     prefilter_pass,
 )
 from corpus_lens.errors import ConfigError
@@ -46,6 +51,7 @@ FASTTEXT_PARAMS = dict(lr=0.5, epoch=40, wordNgrams=2, dim=50, bucket=200_000, m
 CROSS_FIT_FOLDS = 5
 HEAD_HIDDEN = 256
 HEAD_EPOCHS = 500
+FINE_TUNE = dict(epochs=3, batch=16, lr=5e-5, head_lr=1e-3, warmup=50)
 PREFILTER_RECALL = 0.97  # share of dev AI-entity passages the prefilter (lexicon + fastText) passes
 HAND_WRITTEN = "<!-- hand-written below: kept by `corpuslens train` -->"
 
@@ -131,24 +137,51 @@ def _write_fasttext_file(path: Path, texts: list[str], labels: np.ndarray, names
 def _train_fasttext(
     texts: list[str], labels: np.ndarray, names: tuple[str, ...], seed: int, work: Path, quantize: bool
 ):
+    """Train a fastText classifier in a fresh child process and load it here.
+
+    Trained in this process, after other work (a scan, a first training run), the same data and
+    seed sometimes gave different models: the fastText binding is deterministic only from a clean
+    process state. A child process per model restores that.
+    """
     import fasttext
 
-    data = work / f"ft-{hashlib.sha1(''.join(texts[:3]).encode()).hexdigest()[:8]}-{len(texts)}.txt"
+    stem = f"ft-{names[0]}-{hashlib.sha1(''.join(texts[:3]).encode()).hexdigest()[:8]}-{len(texts)}"
+    data, out = work / f"{stem}.txt", work / (f"{stem}.ftz" if quantize else f"{stem}.bin")
     _write_fasttext_file(data, texts, labels, names)
+    child = "import sys; from corpus_lens.train import _fit_fasttext_file as f; print(f(*sys.argv[1:]))"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    args = [sys.executable, "-c", child, str(data), str(out), str(seed), "1" if quantize else ""]
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"fastText training on {data} failed: {done.stderr.strip()[-2000:]}")
+    lr = float(done.stdout.split()[-1])
+    if lr != FASTTEXT_PARAMS["lr"]:
+        log.warning("fastText diverged at the default rate; trained with lr=%s", lr)
+    return fasttext.load_model(str(out))
+
+
+def _fit_fasttext_file(data: str, out: str, seed: str, quantize: str) -> float:
+    """Child-process body of ``_train_fasttext``: fit, save to ``out``, return the rate used.
+    Arguments arrive as command-line strings (``quantize``: empty for no)."""
+    import fasttext
+
     params = dict(FASTTEXT_PARAMS)
     while True:
         try:
-            model = fasttext.train_supervised(input=str(data), seed=seed, verbose=0, **params)
+            model = fasttext.train_supervised(input=data, seed=int(seed), verbose=0, **params)
             break
         except RuntimeError as exc:
             # Tiny or skewed sets can diverge at the default rate; halve it (deterministically).
             if "NaN" not in str(exc) or params["lr"] < 0.01:
                 raise
             params["lr"] /= 2
-            log.warning("fastText diverged; retrying with lr=%s", params["lr"])
     if quantize:
-        model.quantize(input=str(data), qnorm=True, retrain=False, cutoff=50_000)
-    return model
+        model.quantize(input=data, qnorm=True, retrain=False, cutoff=50_000)
+    model.save_model(out)
+    return params["lr"]
 
 
 def _fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
@@ -229,6 +262,74 @@ def evaluate(dep_pred: list[str], mode_pred: list[str], data: Passages) -> dict[
     return out
 
 
+def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: int, path: Path) -> None:
+    """Fine-tune the top ``layers`` transformer layers of the embedding model on ``data``
+    (depiction and mode, linear heads on mean-pooled tokens, bfloat16 autocast) and save those
+    layers' weights to ``path`` as float16 safetensors. The word embeddings stay frozen."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    order_rng = np.random.RandomState(seed)
+    st = load_embedder.__wrapped__(embedding_model)  # a private copy: the cached one stays frozen
+    bert, tokenizer = st[0].auto_model, st.tokenizer
+    n_layers = len(bert.encoder.layer)
+    if not 1 <= layers <= n_layers:
+        raise ConfigError(f"option fine_tune_layers: expected 1 to {n_layers} for {embedding_model}, got {layers}")
+    for p in bert.parameters():
+        p.requires_grad = False
+    trained = {f"encoder.layer.{i}": bert.encoder.layer[i] for i in range(n_layers - layers, n_layers)}
+    params = [p for layer in trained.values() for p in layer.parameters()]
+    for p in params:
+        p.requires_grad = True
+    width = bert.config.hidden_size
+    heads = torch.nn.ModuleDict(
+        {"dep": torch.nn.Linear(width, len(DEPICTIONS)), "mode": torch.nn.Linear(width, len(MODES))}
+    )
+    opt = torch.optim.AdamW(
+        [{"params": params, "lr": FINE_TUNE["lr"]}, {"params": heads.parameters(), "lr": FINE_TUNE["head_lr"]}],
+        weight_decay=0.01,
+    )
+    steps = FINE_TUNE["epochs"] * -(-len(data) // FINE_TUNE["batch"])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / FINE_TUNE["warmup"]) * max(0.0, 1 - s / steps)
+    )
+    counts = np.bincount(data.depiction, minlength=len(DEPICTIONS)).astype(np.float32)
+    weight = torch.tensor(len(data) / (len(DEPICTIONS) * np.maximum(counts, 1)))
+    y_dep, y_mode = torch.tensor(data.depiction), torch.tensor(data.mode)
+    ce = torch.nn.functional.cross_entropy
+    bert.train()
+    for epoch in range(FINE_TUNE["epochs"]):
+        order = order_rng.permutation(len(data))
+        total = 0.0
+        for i in range(0, len(data), FINE_TUNE["batch"]):
+            idx = order[i : i + FINE_TUNE["batch"]]
+            batch = tokenizer(
+                [data.texts[j] for j in idx],
+                padding=True,
+                truncation=True,
+                max_length=EMBEDDING_MAX_TOKENS,
+                return_tensors="pt",
+            )
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                hidden = bert(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden.float() * mask).sum(1) / mask.sum(1)
+            loss = ce(heads["dep"](pooled), y_dep[idx], weight=weight) + 0.5 * ce(heads["mode"](pooled), y_mode[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        log.info("fine-tuning epoch %d: loss %.3f", epoch + 1, total / len(data))
+    weights = {
+        f"{prefix}.{name}": t.detach().to(torch.float16).contiguous()
+        for prefix, layer in trained.items()
+        for name, t in layer.state_dict().items()
+    }
+    save_file(weights, str(path))
+
+
 def _head_features(vectors: np.ndarray, ft: np.ndarray) -> np.ndarray:
     return np.hstack([vectors, ft]).astype(np.float32)
 
@@ -249,8 +350,12 @@ def train(
     seed: int = 0,
     embedding_model: str = DEFAULT_EMBEDDING_MODEL,
     name: str = "default_v1",
+    fine_tune_layers: int = 0,
 ) -> dict[str, Any]:
     """Train the cascade's models from ``data_dir`` into ``output``; return the metrics.
+
+    With ``fine_tune_layers`` > 0 the top layers of the embedding model are first fine-tuned on
+    the train split (``encoder.safetensors``), and the head reads the fine-tuned vectors.
 
     Raises:
         ConfigError: for missing or malformed training data.
@@ -299,10 +404,17 @@ def train(
     ft_dev = ft_probs(dev, t_ft_dep, t_ft_mode)
     ft_test = ft_probs(test, t_ft_dep, t_ft_mode)
 
+    weights = None
+    if fine_tune_layers:
+        log.info(
+            "fine-tuning the top %d layers of %s on %d passages", fine_tune_layers, embedding_model, len(train_set)
+        )
+        _fine_tune_encoder(train_set, embedding_model, fine_tune_layers, seed, output / "encoder.safetensors")
+        weights = str(output / "encoder.safetensors")
     log.info("embedding %d passages with %s", len(train_set) + len(dev) + len(test), embedding_model)
-    x_train = _head_features(embed(train_set.texts, embedding_model), ft_train)
-    x_dev = _head_features(embed(dev.texts, embedding_model), ft_dev)
-    x_test = _head_features(embed(test.texts, embedding_model), ft_test)
+    x_train = _head_features(embed(train_set.texts, embedding_model, encoder_weights=weights), ft_train)
+    x_dev = _head_features(embed(dev.texts, embedding_model, encoder_weights=weights), ft_dev)
+    x_test = _head_features(embed(test.texts, embedding_model, encoder_weights=weights), ft_test)
 
     head: dict[str, np.ndarray] = {
         "T_fasttext_depiction": np.float32(t_ft_dep),
@@ -406,9 +518,14 @@ def train(
     from importlib.metadata import version
 
     meta = {
-        "format": CASCADE_FORMAT,
+        "format": FINE_TUNED_FORMAT if fine_tune_layers else CASCADE_FORMAT,
         "name": name,
         "embedding_model": embedding_model,
+        **(
+            {"encoder_weights": "encoder.safetensors", "fine_tune": {"layers": fine_tune_layers, **FINE_TUNE}}
+            if fine_tune_layers
+            else {}
+        ),
         "embedding_max_tokens": EMBEDDING_MAX_TOKENS,
         "gates": gates,
         "thresholds": thresholds,
@@ -460,6 +577,16 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"- Embedding head: MLP (one hidden layer of 256, ReLU, dropout 0.2; AdamW, weight decay 1e-2, 500 full-batch epochs) with softmax (depiction, mode) and sigmoid (tags) outputs over `{meta['embedding_model']}` "
         f"sentence embeddings (passages cut at {meta['embedding_max_tokens']} tokens) + calibrated fastText "
         "probabilities; class-balanced losses.",
+        *(
+            [
+                f"- Encoder: the top {meta['fine_tune']['layers']} layers of `{meta['embedding_model']}` fine-tuned on train "
+                f"first (`encoder.safetensors`, float16): `{json.dumps(meta['fine_tune'])}`; linear depiction and mode "
+                "heads on mean-pooled tokens, class-balanced depiction loss, bfloat16 autocast. The head above reads the "
+                "fine-tuned vectors, including on train passages the encoder was tuned on."
+            ]
+            if "fine_tune" in meta
+            else []
+        ),
         "- Calibration: temperature scaling on dev for every softmax.",
         f"- Gates: `{json.dumps(meta['gates'])}`. `fasttext_confidence` and `fasttext_flag` (when a passage goes on to the "
         "embedding head) are the least escalation on dev whose malevolent and benevolent recall stay within 0.02 of "
