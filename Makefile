@@ -29,9 +29,9 @@ lint: install
 	$(BIN)/ruff check src tests bench classifiers/recipes
 	$(BIN)/ruff format --check src tests bench classifiers/recipes
 
-# Reproduce the shipped models from the labelled data (about 6 minutes on 2 cores).
+# Reproduce the shipped models from the labelled data (about 16 minutes on 2 cores).
 train: install
-	$(BIN)/corpuslens train --data classifiers/data --output classifiers/models/default_v1 --verbose
+	$(BIN)/corpuslens train --data classifiers/data --output classifiers/models/default_v1 --fine-tune-layers 6 --verbose
 
 # Rebuild the bundled demo corpus (needs ../shared/data).
 demo-corpus: install
