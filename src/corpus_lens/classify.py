@@ -123,9 +123,13 @@ def load_spec(
             f"expected {CASCADE_FORMAT!r} or {FINE_TUNED_FORMAT!r} (retrain with this version's `corpuslens train`)"
         )
     weights = meta.get("encoder_weights") if meta["format"] == FINE_TUNED_FORMAT else None
-    for name in ("lexicon.txt", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz", weights):
-        if name is None:
-            continue
+    for name in (
+        "lexicon.txt",
+        "fasttext_depiction.ftz",
+        "fasttext_mode.ftz",
+        "head.npz",
+        *([weights] if weights else []),
+    ):
         if not (path / name).is_file():
             raise ModelError(f"model directory {path}: missing {name}")
     merged_gates = {**DEFAULT_GATES, **meta.get("gates", {}), **(gates or {})}

@@ -385,10 +385,8 @@ def train(
             ft_train[held, 4:] = fasttext_probs(m_mode, held_texts, MODES, 1.0)
         ft_dep = _train_fasttext(train_set.texts, train_set.depiction, DEPICTIONS, seed, work, quantize=True)
         ft_mode = _train_fasttext(train_set.texts, train_set.mode, MODES, seed, work, quantize=True)
-        ft_dep.save_model(str(work / "fasttext_depiction.ftz"))
-        ft_mode.save_model(str(work / "fasttext_mode.ftz"))
-        shutil.copy(work / "fasttext_depiction.ftz", output / "fasttext_depiction.ftz")
-        shutil.copy(work / "fasttext_mode.ftz", output / "fasttext_mode.ftz")
+        ft_dep.save_model(str(output / "fasttext_depiction.ftz"))
+        ft_mode.save_model(str(output / "fasttext_mode.ftz"))
 
     def ft_probs(data: Passages, t_dep: float = 1.0, t_mode: float = 1.0) -> np.ndarray:
         return np.hstack(
