@@ -402,13 +402,13 @@ def train(
     ft_dev = ft_probs(dev, t_ft_dep, t_ft_mode)
     ft_test = ft_probs(test, t_ft_dep, t_ft_mode)
 
-    weights = None
+    encoder_file = output / "encoder.safetensors"
+    weights = str(encoder_file) if fine_tune_layers else None
     if fine_tune_layers:
         log.info(
             "fine-tuning the top %d layers of %s on %d passages", fine_tune_layers, embedding_model, len(train_set)
         )
-        _fine_tune_encoder(train_set, embedding_model, fine_tune_layers, seed, output / "encoder.safetensors")
-        weights = str(output / "encoder.safetensors")
+        _fine_tune_encoder(train_set, embedding_model, fine_tune_layers, seed, encoder_file)
     log.info("embedding %d passages with %s", len(train_set) + len(dev) + len(test), embedding_model)
     x_train = _head_features(embed(train_set.texts, embedding_model, encoder_weights=weights), ft_train)
     x_dev = _head_features(embed(dev.texts, embedding_model, encoder_weights=weights), ft_dev)
@@ -520,7 +520,7 @@ def train(
         "name": name,
         "embedding_model": embedding_model,
         **(
-            {"encoder_weights": "encoder.safetensors", "fine_tune": {"layers": fine_tune_layers, **FINE_TUNE}}
+            {"encoder_weights": encoder_file.name, "fine_tune": {"layers": fine_tune_layers, **FINE_TUNE}}
             if fine_tune_layers
             else {}
         ),
