@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/ruff check src tests bench classifiers/recipes
 	$(BIN)/ruff format --check src tests bench classifiers/recipes
 
-# Reproduce the shipped models from the labelled data (about 16 minutes on 2 cores).
+# Reproduce the shipped models from the labelled data (about 24 minutes on 2 cores).
 train: install
 	$(BIN)/corpuslens train --data classifiers/data --output classifiers/models/default_v1 --fine-tune-layers 6 --verbose
 

@@ -113,7 +113,9 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
-def _write_bytes(url: str, data: bytes) -> None:
+def atomic_write_bytes(url: str | Path, data: bytes) -> None:
+    """Write bytes so that readers see the old file or the whole new one, never a part."""
+    url = str(url)
     fs, path = _fs(url)
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
@@ -132,7 +134,7 @@ def _write_bytes(url: str, data: bytes) -> None:
 
 def atomic_write_text(url: str | Path, text: str) -> None:
     """Write text so that readers see the old file or the whole new one, never a part."""
-    _write_bytes(str(url), text.encode("utf-8"))
+    atomic_write_bytes(url, text.encode("utf-8"))
 
 
 def atomic_write_json(url: str | Path, data: Any) -> None:
@@ -144,7 +146,7 @@ def atomic_write_table(url: str, table: pa.Table) -> None:
     """Write a Parquet file atomically (zstd)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    _write_bytes(url, sink.getvalue().to_pybytes())
+    atomic_write_bytes(url, sink.getvalue().to_pybytes())
 
 
 def read_json(url: str) -> Any:

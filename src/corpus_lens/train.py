@@ -10,11 +10,11 @@ is fit full-batch with AdamW on one thread).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +41,7 @@ from corpus_lens.classify import (
     prefilter_pass,
 )
 from corpus_lens.errors import ConfigError
-from corpus_lens.io import atomic_write_text
+from corpus_lens.io import atomic_write_bytes, atomic_write_text
 from corpus_lens.prefilter import Lexicon
 from corpus_lens.schema import DEPICTIONS, MODES, TAGS
 
@@ -51,7 +51,7 @@ FASTTEXT_PARAMS = dict(lr=0.5, epoch=40, wordNgrams=2, dim=50, bucket=200_000, m
 CROSS_FIT_FOLDS = 5
 HEAD_HIDDEN = 256
 HEAD_EPOCHS = 500
-FINE_TUNE = dict(epochs=3, batch=16, lr=5e-5, head_lr=1e-3, warmup=50)
+FINE_TUNE = dict(epochs=5, batch=16, lr=5e-5, head_lr=1e-3, warmup=50)
 PREFILTER_RECALL = 0.99  # share of dev AI-entity passages the prefilter (lexicon + fastText) must pass
 HAND_WRITTEN = "<!-- hand-written below: kept by `corpuslens train` -->"
 
@@ -135,9 +135,16 @@ def _write_fasttext_file(path: Path, texts: list[str], labels: np.ndarray, names
 
 
 def _train_fasttext(
-    texts: list[str], labels: np.ndarray, names: tuple[str, ...], seed: int, work: Path, quantize: bool
+    texts: list[str],
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    seed: int,
+    work: Path,
+    quantize: bool,
+    save_to: Path | None = None,
 ):
-    """Train a fastText classifier in a fresh child process and load it here.
+    """Train a fastText classifier in a fresh child process and load it here (and copy the
+    model file atomically to ``save_to``, when given).
 
     Trained in this process, after other work (a scan, a first training run), the same data and
     seed sometimes gave different models: the fastText binding is deterministic only from a clean
@@ -160,6 +167,8 @@ def _train_fasttext(
     lr = float(done.stdout.split()[-1])
     if lr != FASTTEXT_PARAMS["lr"]:
         log.warning("fastText diverged at the default rate; trained with lr=%s", lr)
+    if save_to is not None:
+        atomic_write_bytes(save_to, out.read_bytes())
     return fasttext.load_model(str(out))
 
 
@@ -197,6 +206,12 @@ def _fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
     return best_t
 
 
+def _class_weights(y: np.ndarray, n: int) -> np.ndarray:
+    """Balanced class weights (n_samples / (n_classes * count)) as float32; absent classes count as 1."""
+    counts = np.bincount(y, minlength=n).astype(np.float64)
+    return (len(y) / (n * np.maximum(counts, 1))).astype(np.float32)
+
+
 def _fit_mlp(
     x: np.ndarray, y: np.ndarray, n_out: int, multilabel: bool, seed: int, hidden: int = HEAD_HIDDEN
 ) -> dict[str, np.ndarray]:
@@ -223,9 +238,7 @@ def _fit_mlp(
             loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=((len(y) - pos) / pos).clamp(max=20))
         else:
             yt = torch.tensor(y, dtype=torch.long)
-            counts = np.bincount(y, minlength=n_out).astype(np.float64)
-            weight = torch.tensor(len(y) / (n_out * np.maximum(counts, 1)), dtype=torch.float32)
-            loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+            loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(_class_weights(y, n_out)))
         net.train()
         for _ in range(HEAD_EPOCHS):
             opt.zero_grad()
@@ -267,7 +280,7 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
     (depiction and mode, linear heads on mean-pooled tokens, bfloat16 autocast) and save those
     layers' weights to ``path`` as float16 safetensors. The word embeddings stay frozen."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     torch.manual_seed(seed)
     order_rng = np.random.RandomState(seed)
@@ -294,8 +307,7 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / FINE_TUNE["warmup"]) * max(0.0, 1 - s / steps)
     )
-    counts = np.bincount(data.depiction, minlength=len(DEPICTIONS)).astype(np.float32)
-    weight = torch.tensor(len(data) / (len(DEPICTIONS) * np.maximum(counts, 1)))
+    weight = torch.tensor(_class_weights(data.depiction, len(DEPICTIONS)))
     y_dep, y_mode = torch.tensor(data.depiction), torch.tensor(data.mode)
     ce = torch.nn.functional.cross_entropy
     bert.train()
@@ -327,7 +339,7 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
         for prefix, layer in trained.items()
         for name, t in layer.state_dict().items()
     }
-    save_file(weights, str(path))
+    atomic_write_bytes(path, save(weights))
 
 
 def _head_features(vectors: np.ndarray, ft: np.ndarray) -> np.ndarray:
@@ -383,10 +395,12 @@ def train(
             held_texts = [train_set.texts[i] for i in held]
             ft_train[held, :4] = fasttext_probs(m_dep, held_texts, DEPICTIONS, 1.0)
             ft_train[held, 4:] = fasttext_probs(m_mode, held_texts, MODES, 1.0)
-        ft_dep = _train_fasttext(train_set.texts, train_set.depiction, DEPICTIONS, seed, work, quantize=True)
-        ft_mode = _train_fasttext(train_set.texts, train_set.mode, MODES, seed, work, quantize=True)
-        ft_dep.save_model(str(output / "fasttext_depiction.ftz"))
-        ft_mode.save_model(str(output / "fasttext_mode.ftz"))
+        ft_dep = _train_fasttext(
+            train_set.texts, train_set.depiction, DEPICTIONS, seed, work, True, output / "fasttext_depiction.ftz"
+        )
+        ft_mode = _train_fasttext(
+            train_set.texts, train_set.mode, MODES, seed, work, True, output / "fasttext_mode.ftz"
+        )
 
     def ft_probs(data: Passages, t_dep: float = 1.0, t_mode: float = 1.0) -> np.ndarray:
         return np.hstack(
@@ -429,9 +443,10 @@ def train(
             head[f"{task}_{k}"] = v
     head["T_depiction"] = np.float32(_fit_temperature(head_logits(head, "depiction", x_dev), dev.depiction))
     head["T_mode"] = np.float32(_fit_temperature(head_logits(head, "mode", x_dev), dev.mode))
-    with open(output / "head.npz", "wb") as f:
-        np.savez(f, **head)
-    shutil.copy(lexicon_path, output / "lexicon.txt")
+    buf = io.BytesIO()
+    np.savez(buf, **head)
+    atomic_write_bytes(output / "head.npz", buf.getvalue())
+    atomic_write_bytes(output / "lexicon.txt", lexicon_path.read_bytes())
 
     emb_dev, emb_test = head_probs(head, x_dev), head_probs(head, x_test)
     thresholds = {
