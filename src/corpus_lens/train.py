@@ -396,10 +396,16 @@ def train(
             ft_train[held, :4] = fasttext_probs(m_dep, held_texts, DEPICTIONS, 1.0)
             ft_train[held, 4:] = fasttext_probs(m_mode, held_texts, MODES, 1.0)
         ft_dep = _train_fasttext(
-            train_set.texts, train_set.depiction, DEPICTIONS, seed, work, True, output / "fasttext_depiction.ftz"
+            train_set.texts,
+            train_set.depiction,
+            DEPICTIONS,
+            seed,
+            work,
+            quantize=True,
+            save_to=output / "fasttext_depiction.ftz",
         )
         ft_mode = _train_fasttext(
-            train_set.texts, train_set.mode, MODES, seed, work, True, output / "fasttext_mode.ftz"
+            train_set.texts, train_set.mode, MODES, seed, work, quantize=True, save_to=output / "fasttext_mode.ftz"
         )
 
     def ft_probs(data: Passages, t_dep: float = 1.0, t_mode: float = 1.0) -> np.ndarray:
