@@ -106,12 +106,15 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     (data / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
     shutil.copy(ROOT / "classifiers" / "data" / "lexicon.txt", data / "lexicon.txt")
     args = ["train", "--data", str(data), "--seed", "3", "--fine-tune-layers", str(fine_tune_layers)]
+    (tmp_path / "b").mkdir()  # as if a tuned set had been trained into "b" before
+    (tmp_path / "b" / "encoder.safetensors").write_bytes(b"stale")
     for out in ("a", "b"):
         result = runner.invoke(app, [*args, "--output", str(tmp_path / out)])
         assert result.exit_code == 0, result.output
         assert "cascade on test: malevolent F1" in result.output
     files = ["cascade.json", "metrics.json", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"]
     files += ["encoder.safetensors"] if fine_tune_layers else []
+    assert (tmp_path / "b" / "encoder.safetensors").exists() == bool(fine_tune_layers)
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())

@@ -563,6 +563,8 @@ def train(
         },
     }
     atomic_write_text(output / "cascade.json", json.dumps(meta, indent=2) + "\n")
+    if not fine_tune_layers:  # an earlier tuned set's layers, no longer named by cascade.json
+        encoder_file.unlink(missing_ok=True)
     atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     # Keep the hand-written part of an existing card (reviews of real scans, judgements).
     card = model_card(meta, metrics)
