@@ -6,13 +6,14 @@ the same run, each figure the median of RUNS runs with min and max, and reported
 against its baseline. Results: bench/results.json and bench/results.md.
 
 Usage: python bench/run.py [--shared ../shared/data] [--runs 3] [--skip-peer]
-       python bench/run.py --only-embedding --results OUT/results-gpu   (GPU machine: rows 4c/4d)
+       python bench/run.py --only-embedding --results OUT/results-gpu   (GPU machine: rows 4c-4f)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from corpus_lens.classify import CascadeSpec, classify_passages, default_models_dir, embed, load_spec
 from corpus_lens.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,16 +125,16 @@ def one_core() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def escalate_all(spec: CascadeSpec) -> CascadeSpec:
+    """The cascade's own code path with every passage escalated to the embedding head."""
+    gates = {**spec.gates, "fasttext_ai": 0.0, "fasttext_confidence": 1.01, "fasttext_flag": 0.0}
+    return dataclasses.replace(spec, gates=gates)
+
+
 def naive_embedding(sample: list[str]) -> float:
     """Seconds to embed ``sample`` and run the head on one core (torch on one thread, this
     process pinned to one core for the timing)."""
-    from dataclasses import replace
-
-    from corpus_lens.classify import classify_passages, load_spec
-
-    # The cascade's own code path with every passage escalated to the embedding head.
-    spec = load_spec(None)
-    spec = replace(spec, gates={**spec.gates, "fasttext_ai": 0.0, "fasttext_confidence": 1.01, "fasttext_flag": 0.0})
+    spec = escalate_all(load_spec(None))
     everything = np.ones(len(sample), dtype=bool)
     classify_passages(sample[:4], spec, lexicon_hits=everything[:4])  # load models outside the timing
     with one_core():
@@ -143,19 +145,51 @@ def naive_embedding(sample: list[str]) -> float:
     return elapsed
 
 
-def embedding_time(sample: list[str], device: str, model: str) -> float:
-    """Seconds for the embedding stage alone on ``sample``, with the cascade's settings; on the
-    CPU pinned to one core and one torch thread, on a GPU with one host core."""
+def embedding_time(sample: list[str], device: str, spec: CascadeSpec) -> float:
+    """Seconds for the cascade's embedding stage alone (its model, tuned layers and token cut)
+    on ``sample``; on the CPU pinned to one core and one torch thread, on a GPU with one host
+    core."""
 
-    from corpus_lens.classify import embed
+    def run(texts: list[str]) -> np.ndarray:
+        return embed(
+            texts,
+            spec.embedding_model,
+            device,
+            max_tokens=spec.embedding_max_tokens,
+            precision="auto",
+            encoder_weights=spec.encoder_weights,
+        )
 
-    embed(sample[:32], model, device, precision="auto")  # load and warm up outside the timing
+    run(sample[:32])  # load and warm up outside the timing
     with one_core():
         start = time.perf_counter()
-        vectors = embed(sample, model, device, precision="auto")
+        vectors = run(sample)
         elapsed = time.perf_counter() - start
     assert vectors.shape[0] == len(sample)
     return elapsed
+
+
+def device_agreement(spec: CascadeSpec, data_dir: Path, device: str) -> dict[str, float]:
+    """The whole cascade on the labelled test split on the CPU and on ``device``: how often the
+    labels agree, the largest score difference, and malevolent/benevolent F1 on each."""
+    from corpus_lens.schema import SCORE_COLUMNS
+    from corpus_lens.train import evaluate, load_passages
+
+    test = load_passages(data_dir)["test"]
+    runs = {d: classify_passages(test.texts, escalate_all(spec), d) for d in ("cpu", device)}
+    cpu, other = runs["cpu"], runs[device]
+    out: dict[str, float] = {"passages": len(test)}
+    for column in ("depiction", "mode"):
+        a, b = cpu.column(column).to_pylist(), other.column(column).to_pylist()
+        out[f"{column}_agree"] = sum(x == y for x, y in zip(a, b)) / len(a)
+    out["max_score_diff"] = max(
+        float(np.max(np.abs(cpu.column(c).to_numpy() - other.column(c).to_numpy()))) for c in SCORE_COLUMNS
+    )
+    for name, table in (("cpu", cpu), (device, other)):
+        metrics = evaluate(table.column("depiction").to_pylist(), table.column("mode").to_pylist(), test)
+        for label in ("malevolent", "benevolent"):
+            out[f"{name}_{label}_f1"] = metrics[label]["f1"]
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 def minhash_pair(texts: list[str]) -> tuple[float, float]:
@@ -243,10 +277,9 @@ def main() -> None:
     mb = text_mb(shards)
     rows: list[dict] = []
     # The fixed passage sample of rows 4 and 4c/4d: passages of the first 400 documents.
-    from corpus_lens.classify import load_spec
     from corpus_lens.passages import split_passages
 
-    embedding_model = load_spec(None, args.embedding_model).embedding_model
+    spec = load_spec(None, args.embedding_model)
     sample = []
     for t in pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()[:400]:
         sample += [t[a:b] for a, b in split_passages(t)]
@@ -282,18 +315,31 @@ def main() -> None:
     def embedding_rows() -> None:
         import torch
 
-        cpu = [embedding_time(sample, "cpu", embedding_model) for _ in range(args.runs)]
+        cpu = [embedding_time(sample, "cpu", spec) for _ in range(args.runs)]
         add("4c. embedding stage alone, 1 CPU core", cpu, len(sample), "passages/s")
-        if torch.cuda.is_available():
-            gpu = [embedding_time(sample, "cuda", embedding_model) for _ in range(args.runs)]
-            add(
-                f"4d. embedding stage alone, --device cuda ({torch.cuda.get_device_name()})",
-                gpu,
-                len(sample),
-                "passages/s",
-                "1 CPU core",
-                statistics.median(cpu) / statistics.median(gpu),
-            )
+        if not torch.cuda.is_available():
+            return
+        name = torch.cuda.get_device_name()
+        gpu = [embedding_time(sample, "cuda", spec) for _ in range(args.runs)]
+        ratio = statistics.median(cpu) / statistics.median(gpu)
+        add(f"4d. embedding stage alone, --device cuda ({name})", gpu, len(sample), "passages/s", "1 CPU core", ratio)
+        # A stream long enough to keep the GPU busy: the shards' passages, repeated up to 20,000.
+        texts = pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()
+        passages = [t[a:b] for t in texts for a, b in split_passages(t)]
+        stream = (passages * (20_000 // len(passages) + 1))[:20_000]
+        long = [embedding_time(stream, "cuda", spec) for _ in range(args.runs)]
+        per_passage_cpu = statistics.median(cpu) / len(sample)
+        add(
+            f"4e. embedding stage, --device cuda, {len(stream):,}-passage stream",
+            long,
+            len(stream),
+            "passages/s",
+            "1 CPU core",
+            per_passage_cpu / (statistics.median(long) / len(stream)),
+        )
+        check = device_agreement(spec, ROOT / "classifiers" / "data", "cuda")
+        rows.append({"row": "4f. test split, whole cascade embedding every passage: cpu vs cuda", "value": check})
+        print(f"{rows[-1]['row']:55s} {check}", flush=True)
 
     try:
         if args.only_embedding:
@@ -393,8 +439,6 @@ def main() -> None:
         print(f"{rows[-1]['row']:55s} {rss1 / 1024:.0f} / {rss4 / 1024:.0f} MB  ratio {rss4 / rss1:.3f}", flush=True)
 
         # Quality beside speed: recall on the labelled test split (from the shipped model card).
-        from corpus_lens.classify import default_models_dir
-
         metrics = json.loads((default_models_dir() / "metrics.json").read_text())
         for label in ("malevolent", "benevolent"):
             c, e = metrics["cascade"][label]["recall"], metrics["embedding_all"][label]["recall"]
@@ -411,8 +455,6 @@ def main() -> None:
         if not args.skip_peer:
             try:
                 if peer_available():
-                    from corpus_lens.classify import default_models_dir
-
                     model = default_models_dir() / "fasttext_depiction.ftz"
                     # A fresh folder per run: datatrove skips tasks it finds completed.
                     shutil.rmtree(work / "peer", ignore_errors=True)
