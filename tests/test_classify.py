@@ -85,7 +85,7 @@ def test_shipped_model_card_and_metrics_exist():
     card = (spec.directory / "MODEL_CARD.md").read_text()
     assert "## Test metrics" in card
     metrics = json.loads((spec.directory / "metrics.json").read_text())
-    assert {"lexicon", "fasttext_alone", "embedding_all", "cascade"} <= set(metrics)
+    assert {"lexicon", "fasttext_alone", "embedding_all", "cascade", "cascade_by_origin"} <= set(metrics)
 
 
 @pytest.mark.slow
@@ -121,7 +121,20 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     assert metrics["adjudicated_test_labels"] == 1
     assert metrics["cascade_first_pass_labels"]["malevolent"]["support"] == first_mal
     assert metrics["cascade"]["malevolent"]["support"] == first_mal - 1
-    assert "1 test labels were changed by adjudication" in (tmp_path / "a" / "MODEL_CARD.md").read_text()
+    card = (tmp_path / "a" / "MODEL_CARD.md").read_text()
+    assert "1 test labels were changed by adjudication" in card
+    # The cascade is also scored on real and on written test passages apart.
+    test_rows = [r for r in tiny if r["split"] == "test"]
+    written = sum(r["provenance"]["source"] == "written" for r in test_rows)
+    assert 0 < written < len(test_rows)
+    by_origin = metrics["cascade_by_origin"]
+    assert {k: m["passages"] for k, m in by_origin.items()} == {"real": len(test_rows) - written, "written": written}
+    assert sum(m["malevolent"]["support"] for m in by_origin.values()) == metrics["cascade"]["malevolent"]["support"]
+    assert f"| cascade, written passages ({written}) |" in card
+    # No real test passage here is benevolent: its P, R and F1 read n/a rather than 0.
+    assert not any(r["depiction"] == "benevolent" and r["provenance"]["source"] != "written" for r in test_rows)
+    real_row = next(line for line in card.splitlines() if line.startswith("| cascade, real passages"))
+    assert real_row.count("| n/a ") == 3
     spec = load_spec(tmp_path / "a")
     assert (spec.encoder_weights is not None) == bool(fine_tune_layers)
     if fine_tune_layers:  # the fine-tuned layers are what the embedding stage runs
