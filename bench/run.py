@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from corpus_lens.classify import CascadeSpec, classify_passages, default_models_dir, embed, load_spec
+from corpus_lens.classify import ESCALATE_ALL, CascadeSpec, classify_passages, default_models_dir, embed, load_spec
 from corpus_lens.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def one_core() -> Iterator[None]:
 
 def escalate_all(spec: CascadeSpec) -> CascadeSpec:
     """The cascade's own code path with every passage escalated to the embedding head."""
-    gates = {**spec.gates, "fasttext_ai": 0.0, "fasttext_confidence": 1.01, "fasttext_flag": 0.0}
+    gates = {**spec.gates, **ESCALATE_ALL, "fasttext_ai": 0.0}
     return dataclasses.replace(spec, gates=gates)
 
 
@@ -280,10 +280,12 @@ def main() -> None:
     from corpus_lens.passages import split_passages
 
     spec = load_spec(None, args.embedding_model)
-    sample = []
-    for t in pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()[:400]:
-        sample += [t[a:b] for a, b in split_passages(t)]
-    sample = sample[:256]
+    first_shard = pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()
+
+    def passages_of(texts: list[str]) -> list[str]:
+        return [t[a:b] for t in texts for a, b in split_passages(t)]
+
+    sample = passages_of(first_shard[:400])[:256]
     sample_mb = sum(len(s.encode()) for s in sample) / 1e6
 
     def add(
@@ -323,9 +325,8 @@ def main() -> None:
         gpu = [embedding_time(sample, "cuda", spec) for _ in range(args.runs)]
         ratio = statistics.median(cpu) / statistics.median(gpu)
         add(f"4d. embedding stage alone, --device cuda ({name})", gpu, len(sample), "passages/s", "1 CPU core", ratio)
-        # A stream long enough to keep the GPU busy: the shards' passages, repeated up to 20,000.
-        texts = pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()
-        passages = [t[a:b] for t in texts for a, b in split_passages(t)]
+        # A stream long enough to keep the GPU busy: the first shard's passages, repeated up to 20,000.
+        passages = passages_of(first_shard)
         stream = (passages * (20_000 // len(passages) + 1))[:20_000]
         long = [embedding_time(stream, "cuda", spec) for _ in range(args.runs)]
         per_passage_cpu = statistics.median(cpu) / len(sample)

@@ -53,6 +53,9 @@ DEFAULT_GATES = {
     # reaches this (above 1: never, the lexicon alone decides).
     "fasttext_ai": 1.01,
 }
+# Gates under which fastText settles no passage: each one past the prefilter goes on to the
+# embedding head (the reference that `train` chooses the gates against, and bench row 4).
+ESCALATE_ALL = {"fasttext_confidence": 1.01, "fasttext_flag": 0.0}
 # Embedding arithmetic: auto picks bfloat16 where the hardware has it (resolve_precision).
 PRECISIONS = ("auto", "float32", "bfloat16")
 _TOKEN = re.compile(r"\w+|[^\w\s]")

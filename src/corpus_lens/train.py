@@ -29,6 +29,7 @@ from corpus_lens.classify import (
     CASCADE_FORMAT,
     DEFAULT_EMBEDDING_MODEL,
     EMBEDDING_MAX_TOKENS,
+    ESCALATE_ALL,
     FINE_TUNED_FORMAT,
     decide_depiction,
     embed,
@@ -481,7 +482,7 @@ def train(
     test_hits = np.array([lexicon.matches(t) for t in test.texts])
     # Gates: the cheapest escalation whose dev recall of malevolent and of benevolent stays
     # within 0.02 of sending every passage to the embedding head.
-    all_gates = {"fasttext_confidence": 1.01, "fasttext_flag": 0.0}
+    all_gates = ESCALATE_ALL
 
     def recalls(gates: dict[str, float]) -> tuple[float, float, float]:
         dep, _, rate = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), {**gates, "fasttext_ai": 1.01})
