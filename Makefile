@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A dropped connection to the package index is retried rather than failing the install.
+export PIP_RETRIES ?= 10
+export PIP_RESUME_RETRIES ?= 20
 
 .PHONY: install demo test bench lint train demo-corpus clean
 
