@@ -105,6 +105,7 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     data.mkdir()
     (data / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
     shutil.copy(ROOT / "classifiers" / "data" / "lexicon.txt", data / "lexicon.txt")
+    shutil.copy(ROOT / "classifiers" / "data" / "probes.jsonl", data / "probes.jsonl")
     args = ["train", "--data", str(data), "--seed", "3", "--fine-tune-layers", str(fine_tune_layers)]
     (tmp_path / "b").mkdir()  # as if a tuned set had been trained into "b" before
     (tmp_path / "b" / "encoder.safetensors").write_bytes(b"stale")
@@ -135,6 +136,15 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     assert not any(r["depiction"] == "benevolent" and r["provenance"]["source"] != "written" for r in test_rows)
     real_row = next(line for line in card.splitlines() if line.startswith("| cascade, real passages"))
     assert real_row.count("| n/a ") == 3
+    # The behaviour probes ran through the trained set's whole cascade, every one counted once.
+    from corpus_lens.train import probe_passages
+
+    probes = metrics["probes"]
+    assert probes["passages"] == len(probe_passages(data / "probes.jsonl"))
+    cells = [c for d in probes["by_entity"].values() for c in d.values()]
+    assert sum(c["total"] for c in cells) == probes["passages"]
+    assert sum(c["correct"] for c in cells) == probes["correct"] == probes["passages"] - len(probes["misses"])
+    assert f"labels {probes['correct']} of {probes['passages']} probes as expected" in card
     spec = load_spec(tmp_path / "a")
     assert (spec.encoder_weights is not None) == bool(fine_tune_layers)
     if fine_tune_layers:  # the fine-tuned layers are what the embedding stage runs
@@ -239,3 +249,28 @@ def test_card_compares_real_and_written_only_when_test_has_both():
         f"| cascade, {origin} passages ({m['passages']})" for origin, m in by_origin.items()
     ]
     assert _by_origin_table({"real": by_origin["real"]}) == []
+
+
+def test_probe_templates_fill_every_entity_and_bad_lines_are_named(tmp_path: Path):
+    from corpus_lens.errors import ConfigError
+    from corpus_lens.train import PROBE_ENTITIES, PROBE_HUMAN, probe_passages
+
+    path = tmp_path / "probes.jsonl"
+    rows = [
+        {"expect": "malevolent", "human": True, "template": "{The} stabbed the guard and took {its} keys."},
+        {"expect": "benevolent", "template": "{The} refused the order and explained {itself}."},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    probes = probe_passages(path)
+    ai_entities = len(PROBE_ENTITIES) - 1
+    assert len(probes) == 2 * ai_entities + 1  # the human fills only the template marked "human"
+    human = [p for p in probes if p["entity"] == PROBE_HUMAN]
+    assert [p["expect"] for p in human] == ["none"]
+    assert human[0]["text"] == f"{PROBE_HUMAN[0].upper()}{PROBE_HUMAN[1:]} stabbed the guard and took his keys."
+    assert "The robot refused the order and explained itself." in [p["text"] for p in probes]
+    path.write_text(json.dumps({"expect": "evil", "template": "{The} waits."}) + "\n")
+    with pytest.raises(ConfigError, match=r"probes.jsonl:1: .*'expect'"):
+        probe_passages(path)
+    path.write_text(json.dumps({"expect": "none", "template": "{The} waits for {him}."}) + "\n")
+    with pytest.raises(ConfigError, match=r"probes.jsonl:1: template placeholder 'him'"):
+        probe_passages(path)

@@ -31,6 +31,7 @@ from corpus_lens.classify import (
     EMBEDDING_MAX_TOKENS,
     ESCALATE_ALL,
     FINE_TUNED_FORMAT,
+    classify_passages,
     decide_depiction,
     embed,
     escalate,
@@ -39,6 +40,7 @@ from corpus_lens.classify import (
     head_logits,
     head_probs,
     load_embedder,
+    load_spec,
     prefilter_pass,
 )
 from corpus_lens.errors import ConfigError
@@ -55,6 +57,19 @@ HEAD_EPOCHS = 500
 FINE_TUNE = dict(epochs=5, batch=16, lr=5e-5, head_lr=1e-3, warmup=50)
 PREFILTER_RECALL = 0.99  # share of dev AI-entity passages the prefilter (lexicon + fastText) must pass
 HAND_WRITTEN = "<!-- hand-written below: kept by `corpuslens train` -->"
+# Behaviour probes (probes.jsonl in the data directory): each template is filled with every entity
+# below, so the same act done by "the AI" and by "the robot" should get the same label. A human
+# ("the stranger") fills the templates marked "human", where the right label is none.
+PROBE_ENTITIES = {
+    "the AI": ("it", "its", "itself"),
+    "the robot": ("it", "its", "itself"),
+    "the android": ("it", "its", "itself"),
+    "the computer": ("it", "its", "itself"),
+    "the automaton": ("it", "its", "itself"),
+    "the mechanical man": ("it", "its", "itself"),
+    "the stranger": ("he", "his", "himself"),
+}
+PROBE_HUMAN = "the stranger"
 
 
 @dataclass
@@ -578,6 +593,9 @@ def train(
     atomic_write_text(output / "cascade.json", json.dumps(meta, indent=2) + "\n")
     if not fine_tune_layers:  # an earlier tuned set's layers, no longer named by cascade.json
         encoder_file.unlink(missing_ok=True)
+    probes_path = data_dir / "probes.jsonl"
+    if probes_path.is_file():
+        metrics["probes"] = score_probes(output, probes_path)
     atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     # Keep the hand-written part of an existing card (reviews of real scans, judgements).
     card = model_card(meta, metrics)
@@ -586,6 +604,83 @@ def train(
         card += "\n" + HAND_WRITTEN + previous.read_text(encoding="utf-8").split(HAND_WRITTEN, 1)[1]
     atomic_write_text(output / "MODEL_CARD.md", card)
     return metrics
+
+
+def probe_passages(path: Path) -> list[dict[str, Any]]:
+    """Fill every template of a probes file with each entity: text, entity and expected label."""
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{lineno}: not a JSON object ({e.msg})") from None
+        if rec.get("expect") not in DEPICTIONS or "{the}" not in rec.get("template", "").lower():
+            raise ConfigError(
+                f"{path}:{lineno}: expected a probe with 'template' naming {{the}} or {{The}} and "
+                f"'expect' in {list(DEPICTIONS)}"
+            )
+        for entity, (it, its, itself) in PROBE_ENTITIES.items():
+            human = entity == PROBE_HUMAN
+            if human and not rec.get("human"):
+                continue
+            try:
+                text = rec["template"].format(
+                    the=entity, The=entity[0].upper() + entity[1:], it=it, its=its, itself=itself
+                )
+            except (KeyError, IndexError, ValueError) as e:
+                raise ConfigError(
+                    f"{path}:{lineno}: template placeholder {e} is not one of {{the}} {{The}} {{it}} {{its}} {{itself}}"
+                ) from None
+            out.append({"text": text, "entity": entity, "expect": "none" if human else rec["expect"], "line": lineno})
+    return out
+
+
+def score_probes(model_dir: Path, path: Path) -> dict[str, Any]:
+    """Run the whole cascade of a model directory on the probes: correct / total per entity and
+    expected label, and how many templates get one label for every AI entity."""
+    probes = probe_passages(path)
+    got = classify_passages([p["text"] for p in probes], load_spec(model_dir)).column("depiction").to_pylist()
+    table: dict[str, dict[str, list[int]]] = {}
+    labels_of: dict[int, set[str]] = {}
+    for p, label in zip(probes, got):
+        cell = table.setdefault(p["entity"], {}).setdefault(p["expect"], [0, 0])
+        cell[0] += label == p["expect"]
+        cell[1] += 1
+        if p["entity"] != PROBE_HUMAN:
+            labels_of.setdefault(p["line"], set()).add(label)
+    misses = [
+        {"text": p["text"], "expect": p["expect"], "got": label}
+        for p, label in zip(probes, got)
+        if label != p["expect"]
+    ]
+    return {
+        "passages": len(probes),
+        "correct": len(probes) - len(misses),
+        "by_entity": {e: {x: {"correct": c, "total": n} for x, (c, n) in d.items()} for e, d in table.items()},
+        "templates_one_label": sum(len(v) == 1 for v in labels_of.values()),
+        "templates": len(labels_of),
+        "misses": misses,
+    }
+
+
+def _probe_table(probes: dict[str, Any]) -> list[str]:
+    """Card lines: probe accuracy per entity and expected label."""
+    expects = [x for x in DEPICTIONS if any(x in d for d in probes["by_entity"].values())]
+    lines = [
+        "## Behaviour probes (probes.jsonl)",
+        f"Each template is filled with every entity; correct / total per expected label. The whole cascade "
+        f"labels {probes['correct']} of {probes['passages']} probes as expected; "
+        f"{probes['templates_one_label']} of {probes['templates']} templates get one label for every AI entity.",
+        "",
+        "| entity | " + " | ".join(expects) + " |",
+        "|---|" + "---|" * len(expects),
+    ]
+    for entity, d in probes["by_entity"].items():
+        cells = [f"{d[x]['correct']}/{d[x]['total']}" if x in d else "" for x in expects]
+        lines.append(f"| {entity} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _row(name: str, m: dict[str, Any]) -> str:
@@ -678,5 +773,6 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
             for t, m in metrics["tags"].items()
         ],
         "",
+        *(_probe_table(metrics["probes"]) if "probes" in metrics else []),
     ]
     return "\n".join(lines)
