@@ -85,7 +85,8 @@ def test_shipped_model_card_and_metrics_exist():
     card = (spec.directory / "MODEL_CARD.md").read_text()
     assert "## Test metrics" in card
     metrics = json.loads((spec.directory / "metrics.json").read_text())
-    assert {"lexicon", "fasttext_alone", "embedding_all", "cascade", "cascade_by_origin"} <= set(metrics)
+    assert {"lexicon", "fasttext_alone", "embedding_all", "cascade", "cascade_by_origin", "probes"} <= set(metrics)
+    assert f"labels {metrics['probes']['correct']} of {metrics['probes']['passages']} probes" in card
 
 
 @pytest.mark.slow
