@@ -275,3 +275,23 @@ def test_probe_templates_fill_every_entity_and_bad_lines_are_named(tmp_path: Pat
     path.write_text(json.dumps({"expect": "none", "template": "{The} waits for {him}."}) + "\n")
     with pytest.raises(ConfigError, match=r"probes.jsonl:1: template placeholder 'him'"):
         probe_passages(path)
+
+
+def test_entity_words_are_swapped_with_number_case_and_article_kept():
+    from corpus_lens.train import ENTITY_WORDS, counterfactual_entities, load_passages, swap_entity_words
+
+    android = [w for w, _ in ENTITY_WORDS].index("android")
+    ai = [w for w, _ in ENTITY_WORDS].index("AI")
+    text = "A robot and the Robots met ROBOT 7 beside a machine-gun."
+    assert swap_entity_words(text, android) == "An android and the Androids met ANDROID 7 beside a machine-gun."
+    assert swap_entity_words("An AI spoke to the machines.", 0) == "A robot spoke to the robots."
+    assert swap_entity_words("An AI spoke.", ai) == "An AI spoke."
+    assert swap_entity_words("A clock struck.", android) == "A clock struck."
+    train = load_passages(ROOT / "classifiers" / "data")["train"]
+    swapped = counterfactual_entities(train, seed=0)
+    assert swapped.texts == counterfactual_entities(train, seed=0).texts
+    changed = [i for i, (a, b) in enumerate(zip(train.texts, swapped.texts)) if a != b]
+    assert changed and all(DEPICTIONS[train.depiction[i]] != "none" for i in changed)
+    assert changed != [
+        i for i, (a, b) in enumerate(zip(train.texts, counterfactual_entities(train, 1).texts)) if a != b
+    ]

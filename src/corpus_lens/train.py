@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,25 @@ PROBE_ENTITIES = {
     "the stranger": ("he", "his", "himself"),
 }
 PROBE_HUMAN = "the stranger"
+# Counterfactual entity words: in about half of the train passages that hold an AI entity, every
+# word below becomes one chosen word, so no model can learn a label from the word alone (the
+# probes showed the shipped set of session 9 calling a robot's stabbing `neutral` and the AI's
+# `malevolent`). Dev and test are left as written.
+ENTITY_WORDS = (
+    ("robot", "robots"),
+    ("android", "androids"),
+    ("automaton", "automata"),
+    ("AI", "AIs"),
+    ("computer", "computers"),
+    ("machine", "machines"),
+)
+ENTITY_SWAP_SHARE = 0.5
+_ENTITY_WORD = re.compile(
+    r"(?<!-)\b(?:AIs?|[Rr]obots?|ROBOTS?|[Aa]ndroids?|ANDROIDS?|[Aa]utomat(?:on|a|ons)|AUTOMAT(?:ON|A|ONS)"
+    r"|[Cc]omputers?|COMPUTERS?|[Mm]achines?|MACHINES?)\b(?!-)"
+)
+_PLURAL_ENTITY = {"robots", "androids", "automata", "automatons", "ais", "computers", "machines"}
+_ARTICLE = re.compile(r"\b([Aa])n? (?=(\w+))")
 
 
 @dataclass
@@ -97,6 +117,43 @@ class Passages:
             self.first_depiction[idx],
             self.written[idx],
         )
+
+
+def swap_entity_words(text: str, target: int) -> str:
+    """Put ``ENTITY_WORDS[target]`` in place of every entity word of ``text``, keeping number
+    and case, and mend "a"/"an" before it."""
+    singular, plural = ENTITY_WORDS[target]
+
+    def word(m: re.Match[str]) -> str:
+        w = m.group(0)
+        out = plural if w.lower() in _PLURAL_ENTITY else singular
+        if out in ("AI", "AIs") or w in ("AI", "AIs"):
+            return out
+        if w.isupper() and len(w) > 2:
+            return out.upper()
+        return out[0].upper() + out[1:] if w[0].isupper() else out
+
+    def article(m: re.Match[str]) -> str:
+        following = m.group(2)
+        if following != "AI" and following.lower() not in {s for s, _ in ENTITY_WORDS}:
+            return m.group(0)
+        vowel = following == "AI" or following.lower() in ("android", "automaton")
+        return m.group(1) + ("n " if vowel else " ")
+
+    swapped = _ENTITY_WORD.sub(word, text)
+    return text if swapped == text else _ARTICLE.sub(article, swapped)
+
+
+def counterfactual_entities(data: Passages, seed: int) -> Passages:
+    """``data`` with the entity words of about ENTITY_SWAP_SHARE of its AI-entity passages
+    swapped (swap_entity_words); which passages and which word follow from the seed and the id."""
+    texts = []
+    for pid, text, dep in zip(data.ids, data.texts, data.depiction):
+        h = int(hashlib.sha1(f"swap:{seed}:{pid}".encode()).hexdigest(), 16)
+        if DEPICTIONS[dep] != "none" and (h % 1000) / 1000 < ENTITY_SWAP_SHARE:
+            text = swap_entity_words(text, (h // 1000) % len(ENTITY_WORDS))
+        texts.append(text)
+    return replace(data, texts=texts)
 
 
 def load_passages(data_dir: Path) -> dict[str, Passages]:
@@ -396,7 +453,7 @@ def train(
     if not lexicon_path.is_file():
         raise ConfigError(f"training data: expected the prefilter lexicon at {lexicon_path}")
     lexicon = Lexicon.from_file(lexicon_path)
-    train_set, dev, test = splits["train"], splits["dev"], splits["test"]
+    train_set, dev, test = counterfactual_entities(splits["train"], seed), splits["dev"], splits["test"]
     log.info("passages: train %d, dev %d, test %d", len(train_set), len(dev), len(test))
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -731,6 +788,9 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
             if "fine_tune" in meta
             else []
         ),
+        f"- Counterfactual entity words: in about {ENTITY_SWAP_SHARE:.0%} of the train passages with an AI entity, every "
+        f"entity word ({', '.join(w for w, _ in ENTITY_WORDS)}) is replaced by one of them, chosen from the seed and the "
+        "passage id, before any model is fit. Dev and test are used as labelled.",
         "- Calibration: temperature scaling on dev for every softmax.",
         f"- Gates: `{json.dumps(meta['gates'])}`. `fasttext_confidence` and `fasttext_flag` (when a passage goes on to the "
         "embedding head) are the least escalation on dev whose malevolent and benevolent recall stay within 0.02 of "
