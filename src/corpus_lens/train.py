@@ -46,7 +46,7 @@ from corpus_lens.classify import (
     prefilter_pass,
 )
 from corpus_lens.errors import ConfigError
-from corpus_lens.io import atomic_write_bytes, atomic_write_text
+from corpus_lens.io import atomic_write_bytes, atomic_write_text, parse_jsonl
 from corpus_lens.prefilter import Lexicon
 from corpus_lens.schema import DEPICTIONS, MODES, TAGS
 
@@ -90,6 +90,7 @@ _ENTITY_WORD = re.compile(
     r"|[Cc]omputers?|COMPUTERS?|[Mm]achines?|MACHINES?)\b(?!-)"
 )
 _PLURAL_ENTITY = {"robots", "androids", "automata", "automatons", "ais", "computers", "machines"}
+_SINGULAR_ENTITY = {singular.lower() for singular, _ in ENTITY_WORDS}
 _ARTICLE = re.compile(r"\b([Aa])n? (?=(\w+))")
 
 
@@ -136,7 +137,7 @@ def swap_entity_words(text: str, target: int) -> str:
 
     def article(m: re.Match[str]) -> str:
         following = m.group(2)
-        if following != "AI" and following.lower() not in {s for s, _ in ENTITY_WORDS}:
+        if following != "AI" and following.lower() not in _SINGULAR_ENTITY:
             return m.group(0)
         vowel = following == "AI" or following.lower() in ("android", "automaton")
         return m.group(1) + ("n " if vowel else " ")
@@ -667,14 +668,9 @@ def train(
 def probe_passages(path: Path) -> list[dict[str, Any]]:
     """Fill every template of a probes file with each entity: text, entity and expected label."""
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{lineno}: not a JSON object ({e.msg})") from None
-        if rec.get("expect") not in DEPICTIONS or "{the}" not in rec.get("template", "").lower():
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, rec in parse_jsonl(lines, str(path), "template", error=ConfigError):
+        if rec.get("expect") not in DEPICTIONS or "{the}" not in rec["template"].lower():
             raise ConfigError(
                 f"{path}:{lineno}: expected a probe with 'template' naming {{the}} or {{The}} and "
                 f"'expect' in {list(DEPICTIONS)}"
