@@ -85,12 +85,13 @@ ENTITY_WORDS = (
     ("machine", "machines"),
 )
 ENTITY_SWAP_SHARE = 0.5
-_ENTITY_WORD = re.compile(
-    r"(?<!-)\b(?:AIs?|[Rr]obots?|ROBOTS?|[Aa]ndroids?|ANDROIDS?|[Aa]utomat(?:on|a|ons)|AUTOMAT(?:ON|A|ONS)"
-    r"|[Cc]omputers?|COMPUTERS?|[Mm]achines?|MACHINES?)\b(?!-)"
-)
-_PLURAL_ENTITY = {"robots", "androids", "automata", "automatons", "ais", "computers", "machines"}
+# Every form that is read ("automatons" is read but never written), in lower, Title and UPPER
+# case; "AI" only as written, so "Ai Weiwei" stays. Hyphenated words ("machine-gun") are left.
+_ENTITY_FORMS = {form for pair in ENTITY_WORDS for form in pair} | {"automatons"}
+_ENTITY_SPELLINGS = {v for f in _ENTITY_FORMS for v in ((f,) if f.startswith("AI") else (f, f.capitalize(), f.upper()))}
+_ENTITY_WORD = re.compile(r"(?<!-)\b(?:" + "|".join(sorted(_ENTITY_SPELLINGS, key=len, reverse=True)) + r")\b(?!-)")
 _SINGULAR_ENTITY = {singular.lower() for singular, _ in ENTITY_WORDS}
+_PLURAL_ENTITY = {form.lower() for form in _ENTITY_FORMS} - _SINGULAR_ENTITY
 _ARTICLE = re.compile(r"\b([Aa])n? (?=(\w+))")
 
 
@@ -119,6 +120,11 @@ class Passages:
             self.first_depiction[idx],
             self.written[idx],
         )
+
+
+def _seeded_int(key: str) -> int:
+    """A stable integer from a key that names the seed and an id (sha1; same on every machine)."""
+    return int(hashlib.sha1(key.encode()).hexdigest(), 16)
 
 
 def swap_entity_words(text: str, target: int) -> str:
@@ -151,7 +157,7 @@ def counterfactual_entities(data: Passages, seed: int) -> Passages:
     swapped (swap_entity_words); which passages and which word follow from the seed and the id."""
     texts = []
     for pid, text, dep in zip(data.ids, data.texts, data.depiction):
-        h = int(hashlib.sha1(f"swap:{seed}:{pid}".encode()).hexdigest(), 16)
+        h = _seeded_int(f"swap:{seed}:{pid}")
         if DEPICTIONS[dep] != "none" and (h % 1000) / 1000 < ENTITY_SWAP_SHARE:
             text = swap_entity_words(text, (h // 1000) % len(ENTITY_WORDS))
         texts.append(text)
@@ -462,9 +468,7 @@ def train(
         work = Path(tmp)
         # fastText, cross-fitted on train so the head sees honest out-of-fold probabilities.
         ft_train = np.zeros((len(train_set), len(DEPICTIONS) + len(MODES)))
-        folds = np.array(
-            [int(hashlib.sha1(f"{seed}:{i}".encode()).hexdigest(), 16) % CROSS_FIT_FOLDS for i in train_set.ids]
-        )
+        folds = np.array([_seeded_int(f"{seed}:{i}") % CROSS_FIT_FOLDS for i in train_set.ids])
         for k in range(CROSS_FIT_FOLDS):
             fit, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
             part = train_set.subset(fit)
