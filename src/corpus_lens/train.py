@@ -362,7 +362,12 @@ def evaluate(dep_pred: list[str], mode_pred: list[str], data: Passages) -> dict[
 def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: int, path: Path) -> None:
     """Fine-tune the top ``layers`` transformer layers of the embedding model on ``data``
     (depiction and mode, linear heads on mean-pooled tokens, bfloat16 autocast) and save those
-    layers' weights to ``path`` as float16 safetensors. The word embeddings stay frozen."""
+    layers' weights to ``path`` as float16 safetensors. The word embeddings stay frozen.
+
+    When lower layers stay frozen, their output is computed once (without dropout) and each
+    epoch runs only the tuned layers: tuning 4 of all-mpnet-base-v2's 12 layers takes about 6
+    minutes an epoch on 2 cores instead of about 30.
+    """
     import torch
     from safetensors.torch import save
 
@@ -394,6 +399,14 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
     weight = torch.tensor(_class_weights(data.depiction, len(DEPICTIONS)))
     y_dep, y_mode = torch.tensor(data.depiction), torch.tensor(data.mode)
     ce = torch.nn.functional.cross_entropy
+    lower = n_layers - layers
+    states = _lower_layer_states(bert, tokenizer, data.texts, lower) if lower else None
+    if lower:
+        # The model now runs only the tuned layers, on the cached states put in place of the
+        # embedding layer's output.
+        bert.encoder.layer = bert.encoder.layer[lower:]
+        batch_states: list[Any] = []
+        bert.embeddings.register_forward_hook(lambda module, args, output: batch_states[0])
     bert.train()
     for epoch in range(FINE_TUNE["epochs"]):
         order = order_rng.permutation(len(data))
@@ -407,6 +420,8 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
                 max_length=EMBEDDING_MAX_TOKENS,
                 return_tensors="pt",
             )
+            if states is not None:
+                batch_states[:] = [_padded([states[j] for j in idx], batch["input_ids"].shape[1])]
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 hidden = bert(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
@@ -424,6 +439,40 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
         for name, t in layer.state_dict().items()
     }
     atomic_write_bytes(path, save(weights))
+
+
+def _lower_layer_states(bert: Any, tokenizer: Any, texts: list[str], lower: int) -> list[Any]:
+    """The output of the model's first ``lower`` transformer layers for each text (eval mode,
+    bfloat16 autocast), one tensor of shape (tokens, width) per text."""
+    import torch
+
+    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
+    out: list[Any] = [None] * len(texts)
+    bert.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for i in range(0, len(texts), 32):
+            idx = order[i : i + 32]
+            batch = tokenizer(
+                [texts[j] for j in idx],
+                padding=True,
+                truncation=True,
+                max_length=EMBEDDING_MAX_TOKENS,
+                return_tensors="pt",
+            )
+            hidden = bert(**batch, output_hidden_states=True).hidden_states[lower]
+            for row, (j, mask) in enumerate(zip(idx, batch["attention_mask"])):
+                out[j] = hidden[row, : int(mask.sum())].to(torch.bfloat16).clone()
+    return out
+
+
+def _padded(states: list[Any], length: int) -> Any:
+    """Stack per-text states (tokens, width) into (texts, length, width), zero-padded, float32."""
+    import torch
+
+    x = torch.zeros(len(states), length, states[0].shape[1])
+    for row, h in enumerate(states):
+        x[row, : h.shape[0]] = h.float()
+    return x
 
 
 def _head_features(vectors: np.ndarray, ft: np.ndarray) -> np.ndarray:
