@@ -79,6 +79,7 @@ def test_missing_and_incompatible_model_directories(tmp_path: Path):
         {"model": "x", "weights": "encoder_2.safetensors"},
     ]
     (broken / "cascade.json").write_text(json.dumps(meta))
+    (broken / "encoder_2.safetensors").unlink(missing_ok=True)
     with pytest.raises(ModelError, match="missing encoder_2.safetensors"):
         load_spec(broken)
     (broken / "encoder_2.safetensors").write_bytes(b"")
@@ -94,9 +95,12 @@ def test_missing_and_incompatible_model_directories(tmp_path: Path):
     assert result.exit_code == 2 and "no cascade.json" in result.output
 
 
-def test_shipped_model_card_and_metrics_exist():
-    spec = load_spec(None)
-    assert spec.name == "default_v1"
+@pytest.mark.parametrize(("name", "models"), [(None, 2), ("default_v1", 2), ("minilm_v1", 1)])
+def test_shipped_sets_load_by_name_with_card_and_metrics(name: str | None, models: int):
+    spec = load_spec(name)
+    assert spec.name == (name or "default_v1") and spec.directory == default_models_dir(spec.name)
+    assert [e.model for e in spec.encoders] == [DEFAULT_EMBEDDING_MODEL, "all-mpnet-base-v2"][:models]
+    assert all(e.weights for e in spec.encoders)
     card = (spec.directory / "MODEL_CARD.md").read_text()
     assert "## Test metrics" in card
     metrics = json.loads((spec.directory / "metrics.json").read_text())
@@ -376,6 +380,11 @@ def test_a_split_zip_of_a_model_folder_is_joined_and_unpacked(tmp_path: Path):
     join_split_zip(parts, tmp_path / "cache" / "m", "m")
     assert (tmp_path / "cache" / "m" / "weights.bin").read_bytes() == bytes(range(256)) * 40
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["m"]  # no temporary left
+    # A second process that unpacked at the same time finds the folder there and keeps it.
+    (tmp_path / "cache" / "m" / "mark").write_text("first")
+    join_split_zip(parts, tmp_path / "cache" / "m", "m")
+    assert (tmp_path / "cache" / "m" / "mark").read_text() == "first"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["m"]
     with pytest.raises(ModelError, match="do not join into a zip"):
         join_split_zip(parts[1:], tmp_path / "cache2" / "m", "m")
 

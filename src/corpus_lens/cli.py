@@ -53,7 +53,8 @@ def scan(
         str | None, typer.Option(help="Column holding document ids [id]; without it ids are <shard>#<row>.")
     ] = None,
     models: Annotated[
-        str | None, typer.Option(help="Model directory from `corpuslens train` [shipped default_v1].")
+        str | None,
+        typer.Option(help="Model directory from `corpuslens train`, or a shipped set: default_v1, minilm_v1 (faster)."),
     ] = None,
     embedding_model: Annotated[
         str | None,
@@ -169,7 +170,9 @@ def _run_with_progress(cfg, resume, overwrite, run_scan):  # type: ignore[no-unt
 def classify(
     input: Annotated[str, typer.Argument(help="JSON lines with `text` (and optional `id`); - for stdin.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write JSON lines; - for stdout.")] = "-",
-    models: Annotated[str | None, typer.Option(help="Model directory [shipped default_v1].")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Model directory, or a shipped set: default_v1, minilm_v1 (faster).")
+    ] = None,
     embedding_model: Annotated[
         str | None,
         typer.Option(help="sentence-transformers names or paths, comma-separated, one per encoder of the set."),

@@ -25,9 +25,9 @@ _RUN_ONLY = {"workers", "scheduler", "output", "skip_bad_shards", "progress"}
 class ScanConfig:
     """Resolved options of a scan.
 
-    Attributes mirror the CLI flags. ``models`` is a model directory (None: the shipped
-    default); ``embedding_model`` overrides the model directory's sentence-transformers models (comma-separated);
-    ``gates`` overrides the model directory's gates by name.
+    Attributes mirror the CLI flags. ``models`` is a model directory or the name of a shipped
+    set (None: the shipped default); ``embedding_model`` overrides the model directory's
+    sentence-transformers models (comma-separated); ``gates`` overrides its gates by name.
     """
 
     inputs: tuple[str, ...] = ()
