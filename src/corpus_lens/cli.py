@@ -13,6 +13,16 @@ import typer
 
 from corpus_lens.errors import ConfigError, CorpusLensError
 
+# The model-set options that scan and classify share.
+ModelsOption = Annotated[
+    str | None,
+    typer.Option(help="Model directory from `corpuslens train`, or a shipped set: default_v1, minilm_v1 (faster)."),
+]
+EmbeddingModelOption = Annotated[
+    str | None,
+    typer.Option(help="sentence-transformers names or paths, comma-separated, one per encoder of the set."),
+]
+
 app = typer.Typer(
     help=(
         "Measure, filter and reweight how AI is depicted in a pretraining corpus.\n\n"
@@ -52,16 +62,8 @@ def scan(
     id_column: Annotated[
         str | None, typer.Option(help="Column holding document ids [id]; without it ids are <shard>#<row>.")
     ] = None,
-    models: Annotated[
-        str | None,
-        typer.Option(help="Model directory from `corpuslens train`, or a shipped set: default_v1, minilm_v1 (faster)."),
-    ] = None,
-    embedding_model: Annotated[
-        str | None,
-        typer.Option(
-            help="sentence-transformers names or paths for the head's embeddings, comma-separated, one per encoder."
-        ),
-    ] = None,
+    models: ModelsOption = None,
+    embedding_model: EmbeddingModelOption = None,
     device: Annotated[str | None, typer.Option(help="torch device for embeddings (cpu, cuda).")] = None,
     precision: Annotated[
         str | None,
@@ -170,13 +172,8 @@ def _run_with_progress(cfg, resume, overwrite, run_scan):  # type: ignore[no-unt
 def classify(
     input: Annotated[str, typer.Argument(help="JSON lines with `text` (and optional `id`); - for stdin.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write JSON lines; - for stdout.")] = "-",
-    models: Annotated[
-        str | None, typer.Option(help="Model directory, or a shipped set: default_v1, minilm_v1 (faster).")
-    ] = None,
-    embedding_model: Annotated[
-        str | None,
-        typer.Option(help="sentence-transformers names or paths, comma-separated, one per encoder of the set."),
-    ] = None,
+    models: ModelsOption = None,
+    embedding_model: EmbeddingModelOption = None,
     device: Annotated[str, typer.Option(help="torch device for embeddings.")] = "cpu",
     precision: Annotated[str, typer.Option(help="Embedding arithmetic: auto, float32, bfloat16.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
