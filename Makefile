@@ -31,6 +31,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --models minilm_v1
 
 lint: install
 	$(BIN)/ruff check src tests bench classifiers/recipes

@@ -3,9 +3,11 @@
 Reads the shared web shards (../shared/data/web, 124 MB of text); this is the only part of
 the project besides the training recipes that needs ../shared. Every comparison is measured in
 the same run, each figure the median of RUNS runs with min and max, and reported as a ratio
-against its baseline. Results: bench/results.json and bench/results.md.
+against its baseline. Results: bench/results.json and bench/results.md for the default set,
+bench/results-<set>.* for another (--models).
 
-Usage: python bench/run.py [--shared ../shared/data] [--runs 3] [--skip-peer]
+Usage: python bench/run.py [--models default_v1] [--shared ../shared/data] [--runs 3] [--scan-runs 1]
+                           [--skip-peer]
        python bench/run.py --only-embedding --results OUT/results-gpu   (GPU machine: rows 4c-4f)
 """
 
@@ -32,7 +34,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from corpus_lens.classify import ESCALATE_ALL, CascadeSpec, classify_passages, default_models_dir, embed, load_spec
+from corpus_lens.classify import ESCALATE_ALL, SHIPPED_SETS, CascadeSpec, classify_passages, embed, load_spec
 from corpus_lens.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,9 +81,9 @@ def on_cores(n: int) -> list[str]:
     return ["taskset", "-c", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:n])]
 
 
-def run_scan(inputs: list[Path], workers: int, out: Path, scheduler: str | None = None) -> tuple[float, int]:
-    """Wall time of a whole `corpuslens scan` on ``workers`` cores (one worker per core) and
-    the peak RSS (KB) of its process tree."""
+def run_scan(inputs: list[Path], workers: int, out: Path, models: Path) -> tuple[float, int]:
+    """Wall time of a whole `corpuslens scan` with the model set ``models`` on ``workers`` cores
+    (one worker per core) and the peak RSS (KB) of its process tree."""
     cmd = [
         *on_cores(workers),
         str(BIN / "corpuslens"),
@@ -92,9 +94,9 @@ def run_scan(inputs: list[Path], workers: int, out: Path, scheduler: str | None 
         "--overwrite",
         "--workers",
         str(workers),
+        "--models",
+        str(models),
     ]
-    if scheduler:
-        cmd += ["--scheduler", scheduler]
     # A fresh parent per scan, so that its RUSAGE_CHILDREN peak covers this scan's processes only.
     probe = (
         "import resource, subprocess, sys, time; t = time.perf_counter(); "
@@ -131,10 +133,10 @@ def escalate_all(spec: CascadeSpec) -> CascadeSpec:
     return dataclasses.replace(spec, gates=gates)
 
 
-def naive_embedding(sample: list[str]) -> float:
+def naive_embedding(sample: list[str], spec: CascadeSpec) -> float:
     """Seconds to embed ``sample`` and run the head on one core (torch on one thread, this
     process pinned to one core for the timing)."""
-    spec = escalate_all(load_spec(None))
+    spec = escalate_all(spec)
     everything = np.ones(len(sample), dtype=bool)
     classify_passages(sample[:4], spec, lexicon_hits=everything[:4])  # load models outside the timing
     with one_core():
@@ -248,7 +250,13 @@ def peer_run(shards: list[Path], model: Path, work: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--models", default=SHIPPED_SETS[0], help=f"model set: a shipped name ({', '.join(SHIPPED_SETS)}) or a path"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per row, except whole scans")
+    parser.add_argument(
+        "--scan-runs", type=int, default=1, help="runs of each whole-corpus scan (rows 2 and 6; minutes each)"
+    )
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument(
         "--only-embedding",
@@ -258,8 +266,11 @@ def main() -> None:
     parser.add_argument(
         "--embedding-model", default=None, help="sentence-transformers name or path [the shipped set's]"
     )
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="path prefix of .json/.md")
+    parser.add_argument("--results", type=Path, default=None, help="path prefix of .json/.md [bench/results]")
     args = parser.parse_args()
+    if args.results is None:
+        suffix = "" if args.models == SHIPPED_SETS[0] else f"-{Path(args.models).name}"
+        args.results = ROOT / "bench" / f"results{suffix}"
     bench_start = time.perf_counter()
     shards = sorted((args.shared / "web").glob("*.parquet"))
     if not shards:
@@ -272,7 +283,7 @@ def main() -> None:
     # The fixed passage sample of rows 4 and 4c/4d: passages of the first 400 documents.
     from corpus_lens.passages import split_passages
 
-    spec = load_spec(None, args.embedding_model)
+    spec = load_spec(args.models, args.embedding_model)
     first_shard = pq.read_table(shards[0], columns=["text"]).column(0).to_pylist()
 
     def passages_of(texts: list[str]) -> list[str]:
@@ -343,7 +354,7 @@ def main() -> None:
         add("1. floor: pyarrow read of the text column", floor, mb, "MB/s (1 core)")
         floor_mbs = mb / statistics.median(floor)
 
-        one = [run_scan(shards, 1, work / "out" / f"w1-{i}") for i in range(args.runs)]
+        one = [run_scan(shards, 1, work / "out" / f"w1-{i}", spec.directory) for i in range(args.scan_runs)]
         t1 = [t for t, _ in one]
         add(
             "2a. corpuslens scan, 1 worker",
@@ -354,7 +365,7 @@ def main() -> None:
             (mb / statistics.median(t1)) / floor_mbs,
             ">= 0.10 of floor per core",
         )
-        two = [run_scan(shards, 2, work / "out" / f"w2-{i}") for i in range(args.runs)]
+        two = [run_scan(shards, 2, work / "out" / f"w2-{i}", spec.directory) for i in range(args.scan_runs)]
         t2 = [t for t, _ in two]
         add(
             "2b. corpuslens scan, 2 workers",
@@ -375,7 +386,7 @@ def main() -> None:
         print(f"{'2c. 2 workers vs 1 (speed-up)':55s} ratio {rows[-1]['ratio']} (target >= 1.7)")
 
         # 4. naive: embed every passage of a fixed sample, extrapolated per MB of text.
-        naive = [naive_embedding(sample) for _ in range(args.runs)]
+        naive = [naive_embedding(sample, spec) for _ in range(args.runs)]
         naive_mbs = sample_mb / statistics.median(naive)
         add(
             "4. naive: embed every passage + head (extrapolated)",
@@ -420,7 +431,7 @@ def main() -> None:
                     link = Path(tmp) / f"copy{k}-{s.name}"
                     os.symlink(s.resolve(), link)
                     four.append(link)
-            t4, rss4 = run_scan(four, 2, work / "out" / "mem4")
+            t4, rss4 = run_scan(four, 2, work / "out" / "mem4", spec.directory)
         rows.append(
             {
                 "row": "6. peak RSS per worker, 2 workers: 1x / 4x corpus (MB)",
@@ -433,7 +444,7 @@ def main() -> None:
         print(f"{rows[-1]['row']:55s} {rss1 / 1024:.0f} / {rss4 / 1024:.0f} MB  ratio {rss4 / rss1:.3f}", flush=True)
 
         # Quality beside speed: recall on the labelled test split (from the shipped model card).
-        metrics = json.loads((default_models_dir() / "metrics.json").read_text())
+        metrics = json.loads((spec.directory / "metrics.json").read_text())
         for label in ("malevolent", "benevolent"):
             c, e = metrics["cascade"][label]["recall"], metrics["embedding_all"][label]["recall"]
             rows.append(
@@ -449,7 +460,7 @@ def main() -> None:
         if not args.skip_peer:
             try:
                 if peer_available():
-                    model = default_models_dir() / "fasttext_depiction.ftz"
+                    model = spec.directory / "fasttext_depiction.ftz"
                     # A fresh folder per run: datatrove skips tasks it finds completed.
                     shutil.rmtree(work / "peer", ignore_errors=True)
                     peer = [peer_run(shards, model, work / "peer" / str(i)) for i in range(args.runs)]
@@ -482,6 +493,12 @@ def main() -> None:
                 p: installed(p)
                 for p in ("pyarrow", "dask", "datasketch", "fasttext-numpy2", "sentence-transformers", "torch")
             },
+            "models": {
+                "set": spec.name,
+                "directory": str(spec.directory),
+                "encoders": [e.model for e in spec.encoders],
+            },
+            "runs": {"rows": args.runs, "whole_scans": args.scan_runs},
             "corpus": {"shards": [str(s) for s in shards], "text_mb": round(mb, 2)},
             "rows": sorted(rows, key=lambda r: r["row"]),
             "bench_seconds": round(time.perf_counter() - bench_start, 1),
@@ -492,6 +509,9 @@ def main() -> None:
             "",
             f"{result['date']}, {os.cpu_count()} cores, {mb:.1f} MB of text; the whole benchmark took "
             f"{result['bench_seconds'] / 60:.1f} minutes. One worker = one core (pinned with taskset).",
+            "",
+            f"Model set `{spec.name}` ({', '.join(e.model for e in spec.encoders)}). Each whole-corpus scan "
+            f"(rows 2 and 6) ran {args.scan_runs} time(s), every other row {args.runs} times.",
             "",
             "| row | throughput | unit | median s (min-max) | ratio | vs | target |",
             "|---|---|---|---|---|---|---|",

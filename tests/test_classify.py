@@ -17,6 +17,7 @@ from corpus_lens.classify import (
     FINE_TUNED_FORMAT,
     FORMATS,
     Encoder,
+    classify_passages,
     default_models_dir,
     embed,
     load_spec,
@@ -86,6 +87,9 @@ def test_missing_and_incompatible_model_directories(tmp_path: Path):
     with pytest.raises(ModelError, match="has 2 encoder.*expected as many comma-separated names, got 'other'"):
         load_spec(broken, "other")
     assert [e.model for e in load_spec(broken, "a, b").encoders] == ["a", "b"]
+    # The first head's gate needs a set that was trained with one.
+    with pytest.raises(ModelError, match="gate embedding_flag: the set in .* has no first head"):
+        load_spec(broken, gates={"embedding_flag": 0.5})
     meta["format"] = CASCADE_FORMAT
     (broken / "cascade.json").write_text(json.dumps(meta))
     (broken / "head.npz").unlink()
@@ -200,6 +204,40 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
         app, ["classify", "-", "--models", str(spec.directory)], input='{"text": "The robot lied to the crew."}\n'
     )
     assert result.exit_code == 0 and json.loads(result.stdout)["depiction"] in DEPICTIONS
+    meta = json.loads((spec.directory / "cascade.json").read_text())
+    if len(fine_tune_layers) == 1:
+        assert "first_head" not in meta and meta["gates"]["embedding_flag"] == 0.0
+        return
+    # Two encoders: a first head over the first encoder alone is the head a one-encoder set of
+    # that encoder gets, with its thresholds; its gate settles some passages there.
+    one = tmp_path / "one"
+    args = ["train", "--data", str(data), "--seed", "3", "--embedding-model", DEFAULT_EMBEDDING_MODEL]
+    assert runner.invoke(app, [*args, "--fine-tune-layers", "0", "--output", str(one)]).exit_code == 0
+    one_meta = json.loads((one / "cascade.json").read_text())
+    assert meta["first_head"]["thresholds"] == one_meta["thresholds"]
+    with np.load(one / "head.npz") as h1, np.load(tmp_path / "a" / "head.npz") as h2:
+        for k in h1.files:
+            if not k.startswith("T_fasttext"):
+                assert np.array_equal(h1[k], h2[f"first_{k}"]), k
+    assert "first_head_all" in metrics and 0.0 <= metrics["cascade_all_encoders_rate"] <= 1.0
+    assert "| first head on every passage (first encoder alone) |" in card
+    texts = [r["text"] for r in tiny]
+    fasttext_gates = {k: v for k, v in spec.gates.items() if k.startswith("fasttext")}
+    # float32: a passage's vector then does not depend on the batch it was embedded in.
+    as_one = classify_passages(texts, load_spec(one, gates=fasttext_gates), precision="float32")
+    settled_first = classify_passages(
+        texts, load_spec(spec.directory, gates={"embedding_flag": 1.01}), precision="float32"
+    )
+    assert settled_first.column("depiction").to_pylist() == as_one.column("depiction").to_pylist()
+    assert np.allclose(settled_first.column("score_malevolent"), as_one.column("score_malevolent"), atol=1e-5)
+    all_on = classify_passages(texts, load_spec(spec.directory, gates={"embedding_flag": 0.0}), precision="float32")
+    reached = np.array(all_on.column("stage").to_pylist()) == "embedding"
+    first_scores = settled_first.column("score_malevolent").to_numpy()
+    joint_scores = all_on.column("score_malevolent").to_numpy()
+    assert reached.any() and not np.allclose(first_scores[reached], joint_scores[reached])
+    # Under the trained gate each passage gets one head's answer or the other's.
+    gated = classify_passages(texts, spec, precision="float32").column("score_malevolent").to_numpy()
+    assert np.all(np.isclose(gated, first_scores, atol=1e-5) | np.isclose(gated, joint_scores, atol=1e-5))
 
 
 def test_train_rejects_bad_labels(tmp_path: Path):

@@ -2,7 +2,9 @@
 
 A model directory holds ``cascade.json`` (format, encoders, gates, thresholds), the lexicon, two
 quantized fastText models (depiction, mode), the fine-tuned layers of its encoders and
-``head.npz`` (heads over sentence embeddings, with calibration temperatures).
+``head.npz`` (heads over sentence embeddings, with calibration temperatures). A set with several
+encoders may also hold a first head over the first encoder alone: the passages it settles never
+reach the other encoders (gate ``embedding_flag``).
 ``classify_passages`` is the only entry point that `scan` and `classify` use, so both give the
 same answers for the same text.
 
@@ -62,10 +64,14 @@ DEFAULT_GATES = {
     # A passage without a lexicon hit goes past the prefilter when fastText's 1 - p(none)
     # reaches this (above 1: never, the lexicon alone decides).
     "fasttext_ai": 1.01,
+    # In a set with a first head: a passage goes on from the first encoder's head to every
+    # encoder and the joint head when the first head's p(malevolent) + p(benevolent) reaches
+    # this (0: every escalated passage reads every encoder).
+    "embedding_flag": 0.0,
 }
-# Gates under which fastText settles no passage: each one past the prefilter goes on to the
-# embedding head (the reference that `train` chooses the gates against, and bench row 4).
-ESCALATE_ALL = {"fasttext_confidence": 1.01, "fasttext_flag": 0.0}
+# Gates under which fastText settles no passage and every escalated one reads every encoder
+# (the reference that `train` chooses the gates against, and bench row 4).
+ESCALATE_ALL = {"fasttext_confidence": 1.01, "fasttext_flag": 0.0, "embedding_flag": 0.0}
 # Embedding arithmetic: auto picks bfloat16 where the hardware has it (resolve_precision).
 PRECISIONS = ("auto", "float32", "bfloat16")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -108,6 +114,8 @@ class CascadeSpec:
     gates: dict[str, float]
     thresholds: dict[str, float]
     versions: dict[str, Any] = field(default_factory=dict)
+    # The first head's decision thresholds; None where the set has no first head.
+    first_thresholds: dict[str, float] | None = None
     embedding_max_tokens: int = EMBEDDING_MAX_TOKENS
 
     def describe(self) -> dict[str, Any]:
@@ -119,6 +127,7 @@ class CascadeSpec:
             "embedding_max_tokens": self.embedding_max_tokens,
             "gates": self.gates,
             "thresholds": self.thresholds,
+            "first_thresholds": self.first_thresholds,
             "versions": self.versions,
         }
 
@@ -177,6 +186,12 @@ def load_spec(
     unknown = set(merged_gates) - set(DEFAULT_GATES)
     if unknown:
         raise ModelError(f"unknown gate(s) {sorted(unknown)}; available: {sorted(DEFAULT_GATES)}")
+    first_thresholds = meta.get("first_head", {}).get("thresholds")
+    if merged_gates["embedding_flag"] > 0 and not first_thresholds:
+        raise ModelError(
+            f"gate embedding_flag: the set in {path} has no first head (train one with two or more "
+            "embedding models); expected embedding_flag 0"
+        )
     return CascadeSpec(
         directory=path,
         name=meta["name"],
@@ -188,6 +203,7 @@ def load_spec(
         versions=meta.get("versions", {}),
         # The head was fit on vectors of passages cut at this many tokens (older sets: 256).
         embedding_max_tokens=int(meta.get("embedding_max_tokens", 256)),
+        first_thresholds=first_thresholds,
     )
 
 
@@ -346,7 +362,25 @@ def embed(
     precision: str = "float32",
 ) -> np.ndarray:
     """Sentence embeddings, float32, one row per text cut at ``max_tokens``: each encoder's unit
-    vector side by side, scaled by 1/sqrt(number of encoders) so every row has unit length.
+    vector side by side, scaled by 1/sqrt(number of encoders) so every row has unit length
+    (``join`` of ``encoder_vectors``)."""
+    return join([encoder_vectors(texts, e, device, batch_size, max_tokens, precision) for e in encoders])
+
+
+def join(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Unit vectors of several encoders side by side, scaled to unit length."""
+    return parts[0] if len(parts) == 1 else np.hstack(parts) / np.float32(np.sqrt(len(parts)))
+
+
+def encoder_vectors(
+    texts: list[str],
+    encoder: Encoder,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    max_tokens: int = EMBEDDING_MAX_TOKENS,
+    precision: str = "float32",
+) -> np.ndarray:
+    """One encoder's unit vectors, float32, one row per text cut at ``max_tokens``.
 
     ``batch_size`` defaults to 16 on CPU (larger batches were no faster per passage) and 256 on
     a GPU.
@@ -360,14 +394,11 @@ def embed(
     dtype = torch.bfloat16 if resolve_precision(precision, device) == "bfloat16" else None
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     batch_size = batch_size or (16 if device_type == "cpu" else 256)
-    parts = []
-    for encoder in encoders:
-        model = load_embedder(encoder.model, device, encoder.weights)
-        model.max_seq_length = max_tokens
-        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-            vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
-        parts.append(np.asarray(vectors, dtype=np.float32))
-    return parts[0] if len(parts) == 1 else np.hstack(parts) / np.float32(np.sqrt(len(parts)))
+    model = load_embedder(encoder.model, device, encoder.weights)
+    model.max_seq_length = max_tokens
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -392,6 +423,16 @@ def head_logits(head: dict[str, np.ndarray], task: str, features: np.ndarray) ->
     """Logits of one task of the embedding head (an MLP with one hidden ReLU layer)."""
     hidden = np.maximum(features @ head[f"{task}_W1"] + head[f"{task}_b1"], 0.0)
     return hidden @ head[f"{task}_W2"] + head[f"{task}_b2"]
+
+
+def first_head(head: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The first head's arrays in ``head.npz`` (keys ``first_*``), named as the joint head's."""
+    return {k.removeprefix("first_"): v for k, v in head.items() if k.startswith("first_")}
+
+
+def goes_on(p_dep: np.ndarray, gates: dict[str, float]) -> np.ndarray:
+    """Passages the first head flags as malevolent or benevolent: these go on to every encoder."""
+    return p_dep[:, 0] + p_dep[:, 1] >= gates["embedding_flag"]
 
 
 def head_probs(head: dict[str, np.ndarray], features: np.ndarray) -> dict[str, np.ndarray]:
@@ -462,6 +503,7 @@ def classify_passages(
     final[:, DEPICTIONS.index("none")] = 1.0
     stage = np.array(["prefilter"] * n, dtype=object)
     tags: list[list[str]] = [[] for _ in range(n)]
+    settled_first = np.zeros(0, dtype=np.int64)  # escalated passages the first head settled
 
     if n:
         # fastText reads every passage it is given: its mode applies to all of them, and its
@@ -480,25 +522,37 @@ def classify_passages(
         unsure = escalate(p_dep[hit_idx], spec.gates)
         esc_idx = hit_idx[unsure]
         if len(esc_idx):
-            vectors = embed(
-                [texts[i] for i in esc_idx],
-                spec.encoders,
-                device,
-                max_tokens=spec.embedding_max_tokens,
-                precision=precision,
-            )
-            features = np.hstack([vectors, both[esc_idx]])
-            probs = head_probs(head, features)
-            emb = np.hstack([probs["depiction"], probs["mode"], probs["tags"]]).astype(np.float32)
-            for j, c in enumerate(EMBEDDING_COLUMNS):
-                columns[c][esc_idx] = emb[:, j]
-            final[esc_idx] = emb[:, : len(DEPICTIONS) + len(MODES)]
-            stage[esc_idx] = "embedding"
-            tag_on = probs["tags"] >= spec.thresholds.get("tag", 0.5)
-            for k, i in enumerate(esc_idx):
-                tags[i] = [t for t, on in zip(TAGS, tag_on[k]) if on]
+
+            def vectors(idx: np.ndarray, encoder: Encoder) -> np.ndarray:
+                t = [texts[i] for i in idx]
+                return encoder_vectors(t, encoder, device, None, spec.embedding_max_tokens, precision)
+
+            def run_head(h: dict[str, np.ndarray], idx: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+                probs = head_probs(h, np.hstack([x, both[idx]]))
+                emb = np.hstack([probs["depiction"], probs["mode"], probs["tags"]]).astype(np.float32)
+                for j, c in enumerate(EMBEDDING_COLUMNS):
+                    columns[c][idx] = emb[:, j]
+                final[idx] = emb[:, : len(DEPICTIONS) + len(MODES)]
+                stage[idx] = "embedding"
+                tag_on = probs["tags"] >= spec.thresholds.get("tag", 0.5)
+                for k, i in enumerate(idx):
+                    tags[i] = [t for t, on in zip(TAGS, tag_on[k]) if on]
+                return probs
+
+            first = vectors(esc_idx, spec.encoders[0])
+            on = np.ones(len(esc_idx), dtype=bool)
+            if spec.first_thresholds and spec.gates["embedding_flag"] > 0:
+                on = goes_on(run_head(first_head(head), esc_idx, first)["depiction"], spec.gates)
+                settled_first = esc_idx[~on]
+            if on.any():
+                rest = [vectors(esc_idx[on], e) for e in spec.encoders[1:]]
+                run_head(head, esc_idx[on], join([first[on], *rest]))
 
     depiction = decide_depiction(final[:, : len(DEPICTIONS)], spec.thresholds)
+    for i, label in zip(
+        settled_first, decide_depiction(final[settled_first, : len(DEPICTIONS)], spec.first_thresholds or {})
+    ):
+        depiction[i] = label
     mode = [MODES[j] for j in final[:, len(DEPICTIONS) :].argmax(axis=1)]
     tags = [t if d == "malevolent" else [] for t, d in zip(tags, depiction)]
     arrays = {

@@ -36,12 +36,14 @@ from corpus_lens.classify import (
     Encoder,
     classify_passages,
     decide_depiction,
-    embed,
+    encoder_vectors,
     escalate,
     fasttext_probs,
     fasttext_text,
+    goes_on,
     head_logits,
     head_probs,
+    join,
     load_embedder,
     load_spec,
     prefilter_pass,
@@ -478,6 +480,31 @@ def _head_features(vectors: np.ndarray, ft: np.ndarray) -> np.ndarray:
     return np.hstack([vectors, ft]).astype(np.float32)
 
 
+def _fit_head(
+    x_train: np.ndarray, x_dev: np.ndarray, train_set: Passages, dev: Passages, seed: int
+) -> dict[str, np.ndarray]:
+    """An embedding head (depiction, mode, tags) fit on train, its softmaxes calibrated on dev."""
+    head: dict[str, np.ndarray] = {"T_depiction": np.float32(1.0), "T_mode": np.float32(1.0)}  # keys in file order
+    for task, y, n_out, multi in (
+        ("depiction", train_set.depiction, len(DEPICTIONS), False),
+        ("mode", train_set.mode, len(MODES), False),
+        ("tags", train_set.tags, len(TAGS), True),
+    ):
+        for k, v in _fit_mlp(x_train, y, n_out, multi, seed).items():
+            head[f"{task}_{k}"] = v
+    head["T_depiction"] = np.float32(_fit_temperature(head_logits(head, "depiction", x_dev), dev.depiction))
+    head["T_mode"] = np.float32(_fit_temperature(head_logits(head, "mode", x_dev), dev.mode))
+    return head
+
+
+def _thresholds(p_dep: np.ndarray, dev: Passages) -> dict[str, float]:
+    """Malevolent and benevolent decision thresholds of a head: max F1 on dev."""
+    return {
+        "malevolent": _choose_threshold(p_dep[:, 0], dev.depiction == 0),
+        "benevolent": _choose_threshold(p_dep[:, 1], dev.depiction == 1),
+    }
+
+
 def _choose_threshold(scores: np.ndarray, gold: np.ndarray) -> float:
     """Score threshold maximizing F1 on dev."""
     best_t, best_f = 0.5, -1.0
@@ -571,50 +598,62 @@ def train(
             _fine_tune_encoder(train_set, model, layers, seed, weights)
         encoders.append(Encoder(model, str(weights) if weights else None))
     log.info("embedding %d passages with %s", len(train_set) + len(dev) + len(test), ", ".join(embedding_models))
-    x_train = _head_features(embed(train_set.texts, encoders), ft_train)
-    x_dev = _head_features(embed(dev.texts, encoders), ft_dev)
-    x_test = _head_features(embed(test.texts, encoders), ft_test)
-
+    ft_of = {"train": ft_train, "dev": ft_dev, "test": ft_test}
+    parts = {
+        s: [encoder_vectors(d.texts, e) for e in encoders]
+        for s, d in (("train", train_set), ("dev", dev), ("test", test))
+    }
+    x = {s: _head_features(join(parts[s]), ft_of[s]) for s in parts}
     head: dict[str, np.ndarray] = {
         "T_fasttext_depiction": np.float32(t_ft_dep),
         "T_fasttext_mode": np.float32(t_ft_mode),
-        "T_depiction": np.float32(1.0),
-        "T_mode": np.float32(1.0),
+        **_fit_head(x["train"], x["dev"], train_set, dev, seed),
     }
-    for task, y, n_out, multi in (
-        ("depiction", train_set.depiction, len(DEPICTIONS), False),
-        ("mode", train_set.mode, len(MODES), False),
-        ("tags", train_set.tags, len(TAGS), True),
-    ):
-        for k, v in _fit_mlp(x_train, y, n_out, multi, seed).items():
-            head[f"{task}_{k}"] = v
-    head["T_depiction"] = np.float32(_fit_temperature(head_logits(head, "depiction", x_dev), dev.depiction))
-    head["T_mode"] = np.float32(_fit_temperature(head_logits(head, "mode", x_dev), dev.mode))
+    emb_dev, emb_test = head_probs(head, x["dev"]), head_probs(head, x["test"])
+    thresholds = {**_thresholds(emb_dev["depiction"], dev), "tag": 0.5}
+    # With several encoders, a first head over the first encoder alone settles what it can;
+    # the rest go on to every encoder (gate embedding_flag, chosen below).
+    first_dev = first_test = first_thresholds = None
+    if len(encoders) > 1:
+        x1 = {s: _head_features(parts[s][0], ft_of[s]) for s in parts}
+        first = _fit_head(x1["train"], x1["dev"], train_set, dev, seed)
+        head.update({f"first_{k}": v for k, v in first.items()})
+        first_dev, first_test = head_probs(first, x1["dev"]), head_probs(first, x1["test"])
+        first_thresholds = {**_thresholds(first_dev["depiction"], dev), "tag": 0.5}
     buf = io.BytesIO()
     np.savez(buf, **head)
     atomic_write_bytes(output / "head.npz", buf.getvalue())
     atomic_write_bytes(output / "lexicon.txt", lexicon_path.read_bytes())
-
-    emb_dev, emb_test = head_probs(head, x_dev), head_probs(head, x_test)
-    thresholds = {
-        "malevolent": _choose_threshold(emb_dev["depiction"][:, 0], dev.depiction == 0),
-        "benevolent": _choose_threshold(emb_dev["depiction"][:, 1], dev.depiction == 1),
-        "tag": 0.5,
-    }
     ft_thresholds = {
         "malevolent": _choose_threshold(ft_dev[:, 0], dev.depiction == 0),
         "benevolent": _choose_threshold(ft_dev[:, 1], dev.depiction == 1),
     }
 
-    def cascade(ft: np.ndarray, emb: dict[str, np.ndarray], hits: np.ndarray, gates: dict[str, float]):
+    def cascade(
+        ft: np.ndarray,
+        emb: dict[str, np.ndarray],
+        hits: np.ndarray,
+        gates: dict[str, float],
+        first: dict[str, np.ndarray] | None = None,
+    ) -> tuple[list[str], list[str], float, float]:
+        """Labels, modes, the share of passages past the prefilter that reach the embedding
+        stage, and the share of those that go on to every encoder."""
         passed = prefilter_pass(hits, ft[:, :4], gates)
         unsure = passed & escalate(ft[:, :4], gates)
         final = ft.copy()
         final[unsure] = np.hstack([emb["depiction"], emb["mode"]])[unsure]
+        settled = np.zeros(len(ft), dtype=bool)
+        if first is not None and gates.get("embedding_flag", 0.0) > 0:
+            settled = unsure & ~goes_on(first["depiction"], gates)
+            final[settled] = np.hstack([first["depiction"], first["mode"]])[settled]
         final[~passed, :4] = np.array([0, 0, 0, 1], dtype=float)
         dep = decide_depiction(final[:, :4], thresholds)
+        for i in np.flatnonzero(settled):
+            dep[i] = decide_depiction(final[i : i + 1, :4], first_thresholds)[0]
         mode = [MODES[j] for j in final[:, 4:].argmax(axis=1)]
-        return dep, mode, float(unsure[passed].mean()) if passed.any() else 0.0
+        rate = float(unsure[passed].mean()) if passed.any() else 0.0
+        on = float((unsure & ~settled).sum() / unsure.sum()) if unsure.any() else 0.0
+        return dep, mode, rate, on
 
     test_hits = np.array([lexicon.matches(t) for t in test.texts])
     # Gates: the cheapest escalation whose dev recall of malevolent and of benevolent stays
@@ -622,7 +661,7 @@ def train(
     all_gates = ESCALATE_ALL
 
     def recalls(gates: dict[str, float]) -> tuple[float, float, float]:
-        dep, _, rate = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), {**gates, "fasttext_ai": 1.01})
+        dep, _, rate, _ = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), {**gates, "fasttext_ai": 1.01})
         m = evaluate(dep, ["other"] * len(dev), dev)
         return m["malevolent"]["recall"], m["benevolent"]["recall"], rate
 
@@ -644,9 +683,24 @@ def train(
         if prefilter_pass(dev_hits, ft_dev[:, :4], {"fasttext_ai": t})[ai_dev].mean() >= PREFILTER_RECALL:
             gates["fasttext_ai"] = float(t)
             break
+    # The first head's gate: the fewest escalated dev passages going on to every encoder while
+    # the cascade's dev malevolent and benevolent F1 stay within 0.01 of sending them all.
+    gates["embedding_flag"] = 0.0
+    if first_dev is not None:
+
+        def dev_f1(flag: float) -> tuple[float, float, float]:
+            dep, _, _, on = cascade(ft_dev, emb_dev, dev_hits, {**gates, "embedding_flag": flag}, first_dev)
+            m = evaluate(dep, ["other"] * len(dev), dev)
+            return m["malevolent"]["f1"], m["benevolent"]["f1"], on
+
+        ref_mal_f1, ref_ben_f1, least = dev_f1(0.0)
+        for flag in np.round(np.arange(0.02, 1.0, 0.02), 2).tolist():
+            mal, ben, on = dev_f1(flag)
+            if mal >= ref_mal_f1 - 0.01 and ben >= ref_ben_f1 - 0.01 and on < least:
+                gates["embedding_flag"], least = flag, on
 
     ai_test = test.depiction != DEPICTIONS.index("none")
-    dep_c, mode_c, esc_rate = cascade(ft_test, emb_test, test_hits, gates)
+    dep_c, mode_c, esc_rate, on_rate = cascade(ft_test, emb_test, test_hits, gates, first_test)
     ft_dep_pred = decide_depiction(ft_test[:, :4], ft_thresholds)
     ft_dep_pred = [d if h else "none" for d, h in zip(ft_dep_pred, test_hits)]
     ft_mode_pred = [MODES[j] for j in ft_test[:, 4:].argmax(axis=1)]
@@ -682,6 +736,20 @@ def train(
             if idx.size
         },
         "cascade_escalation_rate": round(esc_rate, 4),
+        **(
+            {
+                # The first encoder's head on every passage, and the share of escalated test
+                # passages that went on to every encoder.
+                "first_head_all": evaluate(
+                    decide_depiction(first_test["depiction"], first_thresholds),
+                    [MODES[j] for j in first_test["mode"].argmax(axis=1)],
+                    test,
+                ),
+                "cascade_all_encoders_rate": round(on_rate, 4),
+            }
+            if first_test is not None
+            else {}
+        ),
         "tags": {t: _prf(emb_test["tags"][:, j] >= 0.5, test.tags[:, j] > 0) for j, t in enumerate(TAGS)},
     }
     from importlib.metadata import version
@@ -691,15 +759,16 @@ def train(
         "name": name,
         "encoders": [
             {
-                "model": model,
-                "weights": encoder_file(k) if layers else None,
+                "model": encoder.model,
+                "weights": encoder.weights and Path(encoder.weights).name,
                 **({"fine_tune": {"layers": layers, **FINE_TUNE}} if layers else {}),
             }
-            for k, (model, layers) in enumerate(zip(embedding_models, fine_tune_layers))
+            for encoder, layers in zip(encoders, fine_tune_layers)
         ],
         "embedding_max_tokens": EMBEDDING_MAX_TOKENS,
         "gates": gates,
         "thresholds": thresholds,
+        **({"first_head": {"encoders": 1, "thresholds": first_thresholds}} if first_thresholds else {}),
         "fasttext_thresholds_alone": ft_thresholds,
         "seed": seed,
         "fasttext_params": FASTTEXT_PARAMS,
@@ -862,12 +931,28 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "embedding everything; `fasttext_ai` (the prefilter's second tier: a passage without a lexicon hit goes on when "
         f"fastText gives 1 - p(none) at least this) is the strictest that passes {PREFILTER_RECALL} of dev AI-entity passages.",
         f"- Decision thresholds (max F1 on dev): `{json.dumps(meta['thresholds'])}`",
+        *(
+            [
+                f"- First head: the same MLP over `{meta['encoders'][0]['model']}` alone (+ fastText), thresholds "
+                f"`{json.dumps(meta['first_head']['thresholds'])}`. A passage it scores with p(malevolent) + "
+                "p(benevolent) below `embedding_flag` is settled there and never reaches the other encoders; the gate "
+                "is the one that sends the fewest escalated dev passages on while the cascade's dev malevolent and "
+                "benevolent F1 stay within 0.01 of sending them all."
+            ]
+            if "first_head" in meta
+            else []
+        ),
         "",
         "## Test metrics (label vs rest)",
         "| model | mal P | mal R | mal F1 | ben P | ben R | ben F1 | mode acc |",
         "|---|---|---|---|---|---|---|---|",
         _row("lexicon alone (hit = AI)", {**lex["as_classifier"], "mode_accuracy": float("nan")}),
         _row("fastText alone (after lexicon)", metrics["fasttext_alone"]),
+        *(
+            [_row("first head on every passage (first encoder alone)", metrics["first_head_all"])]
+            if "first_head_all" in metrics
+            else []
+        ),
         _row("embedding head on every passage", metrics["embedding_all"]),
         _row("**cascade** (prefilter -> fastText -> head)", metrics["cascade"]),
         "",
@@ -880,7 +965,12 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
         *_by_origin_table(metrics["cascade_by_origin"]),
         f"Cascade escalation rate (passages past the prefilter sent to the embedding stage): "
-        f"{metrics['cascade_escalation_rate']:.3f}.",
+        f"{metrics['cascade_escalation_rate']:.3f}."
+        + (
+            f" Share of those that went on from the first head to every encoder: {metrics['cascade_all_encoders_rate']:.3f}."
+            if "cascade_all_encoders_rate" in metrics
+            else ""
+        ),
         "",
         "## Prefilter",
         f"Lexicon alone: recall on test passages that contain an AI entity {lex['recall_ai_entity']:.4f} "
