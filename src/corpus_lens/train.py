@@ -624,10 +624,7 @@ def train(
     np.savez(buf, **head)
     atomic_write_bytes(output / "head.npz", buf.getvalue())
     atomic_write_bytes(output / "lexicon.txt", lexicon_path.read_bytes())
-    ft_thresholds = {
-        "malevolent": _choose_threshold(ft_dev[:, 0], dev.depiction == 0),
-        "benevolent": _choose_threshold(ft_dev[:, 1], dev.depiction == 1),
-    }
+    ft_thresholds = _thresholds(ft_dev[:, :4], dev)
 
     def cascade(
         ft: np.ndarray,
