@@ -88,6 +88,8 @@ def test_missing_and_incompatible_model_directories(tmp_path: Path):
         load_spec(broken, "other")
     assert [e.model for e in load_spec(broken, "a, b").encoders] == ["a", "b"]
     # The first head's gate needs a set that was trained with one.
+    meta.pop("first_head", None)
+    (broken / "cascade.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="gate embedding_flag: the set in .* has no first head"):
         load_spec(broken, gates={"embedding_flag": 0.5})
     meta["format"] = CASCADE_FORMAT

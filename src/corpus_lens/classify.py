@@ -78,8 +78,8 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 # Model sets that ship with the tool, by name: `--models minilm_v1` picks the second. default_v1
-# joins a tuned MiniLM and a tuned mpnet; minilm_v1 has the tuned MiniLM alone, for scans about 6
-# times faster on CPU at some cost in F1 (README, "Classifiers").
+# joins a tuned MiniLM and a tuned mpnet (mpnet only for what its MiniLM head flags); minilm_v1
+# has the tuned MiniLM alone: less memory per worker, the session-10 labels (README, "Classifiers").
 SHIPPED_SETS = ("default_v1", "minilm_v1")
 
 
