@@ -645,8 +645,8 @@ def train(
             final[settled] = np.hstack([first["depiction"], first["mode"]])[settled]
         final[~passed, :4] = np.array([0, 0, 0, 1], dtype=float)
         dep = decide_depiction(final[:, :4], thresholds)
-        for i in np.flatnonzero(settled):
-            dep[i] = decide_depiction(final[i : i + 1, :4], first_thresholds)[0]
+        for i, label in zip(np.flatnonzero(settled), decide_depiction(final[settled, :4], first_thresholds or {})):
+            dep[i] = label
         mode = [MODES[j] for j in final[:, 4:].argmax(axis=1)]
         rate = float(unsure[passed].mean()) if passed.any() else 0.0
         on = float((unsure & ~settled).sum() / unsure.sum()) if unsure.any() else 0.0
