@@ -443,17 +443,24 @@ def head_probs(head: dict[str, np.ndarray], features: np.ndarray) -> dict[str, n
     return {"depiction": dep, "mode": mode, "tags": tags}
 
 
-def decide_depiction(p: np.ndarray, thresholds: dict[str, float]) -> list[str]:
+def decide_depiction(
+    p: np.ndarray,
+    thresholds: dict[str, float],
+    first_thresholds: dict[str, float] | None = None,
+    settled_first: np.ndarray | None = None,
+) -> list[str]:
     """Labels from depiction probabilities (columns in DEPICTIONS order), with precedence.
 
     Malevolent wins when its score reaches its threshold, then benevolent; otherwise the more
-    likely of neutral and none.
+    likely of neutral and none. Rows marked in ``settled_first`` were scored by the first head
+    and use its ``first_thresholds``.
     """
     out = []
-    for row in p:
-        if row[0] >= thresholds["malevolent"]:
+    for k, row in enumerate(p):
+        t = first_thresholds if settled_first is not None and settled_first[k] else thresholds
+        if row[0] >= t["malevolent"]:
             out.append("malevolent")
-        elif row[1] >= thresholds["benevolent"]:
+        elif row[1] >= t["benevolent"]:
             out.append("benevolent")
         else:
             out.append("neutral" if row[2] >= row[3] else "none")
@@ -503,7 +510,7 @@ def classify_passages(
     final[:, DEPICTIONS.index("none")] = 1.0
     stage = np.array(["prefilter"] * n, dtype=object)
     tags: list[list[str]] = [[] for _ in range(n)]
-    settled_first = np.zeros(0, dtype=np.int64)  # escalated passages the first head settled
+    settled_first = np.zeros(n, dtype=bool)  # escalated passages the first head settled
 
     if n:
         # fastText reads every passage it is given: its mode applies to all of them, and its
@@ -543,16 +550,12 @@ def classify_passages(
             on = np.ones(len(esc_idx), dtype=bool)
             if spec.first_thresholds and spec.gates["embedding_flag"] > 0:
                 on = goes_on(run_head(first_head(head), esc_idx, first)["depiction"], spec.gates)
-                settled_first = esc_idx[~on]
+                settled_first[esc_idx[~on]] = True
             if on.any():
                 rest = [vectors(esc_idx[on], e) for e in spec.encoders[1:]]
                 run_head(head, esc_idx[on], join([first[on], *rest]))
 
-    depiction = decide_depiction(final[:, : len(DEPICTIONS)], spec.thresholds)
-    for i, label in zip(
-        settled_first, decide_depiction(final[settled_first, : len(DEPICTIONS)], spec.first_thresholds or {})
-    ):
-        depiction[i] = label
+    depiction = decide_depiction(final[:, : len(DEPICTIONS)], spec.thresholds, spec.first_thresholds, settled_first)
     mode = [MODES[j] for j in final[:, len(DEPICTIONS) :].argmax(axis=1)]
     tags = [t if d == "malevolent" else [] for t, d in zip(tags, depiction)]
     arrays = {

@@ -644,9 +644,7 @@ def train(
             settled = unsure & ~goes_on(first["depiction"], gates)
             final[settled] = np.hstack([first["depiction"], first["mode"]])[settled]
         final[~passed, :4] = np.array([0, 0, 0, 1], dtype=float)
-        dep = decide_depiction(final[:, :4], thresholds)
-        for i, label in zip(np.flatnonzero(settled), decide_depiction(final[settled, :4], first_thresholds or {})):
-            dep[i] = label
+        dep = decide_depiction(final[:, :4], thresholds, first_thresholds, settled)
         mode = [MODES[j] for j in final[:, 4:].argmax(axis=1)]
         rate = float(unsure[passed].mean()) if passed.any() else 0.0
         on = float((unsure & ~settled).sum() / unsure.sum()) if unsure.any() else 0.0
@@ -701,8 +699,12 @@ def train(
     ft_dep_pred = decide_depiction(ft_test[:, :4], ft_thresholds)
     ft_dep_pred = [d if h else "none" for d, h in zip(ft_dep_pred, test_hits)]
     ft_mode_pred = [MODES[j] for j in ft_test[:, 4:].argmax(axis=1)]
-    emb_dep_pred = decide_depiction(emb_test["depiction"], thresholds)
-    emb_mode_pred = [MODES[j] for j in emb_test["mode"].argmax(axis=1)]
+
+    def on_every_passage(probs: dict[str, np.ndarray], head_thresholds: dict[str, float]) -> dict[str, Any]:
+        """Test metrics of one head deciding every test passage."""
+        modes = [MODES[j] for j in probs["mode"].argmax(axis=1)]
+        return evaluate(decide_depiction(probs["depiction"], head_thresholds), modes, test)
+
     lex_pred = ["neutral" if h else "none" for h in test_hits]
     test_pass = prefilter_pass(test_hits, ft_test[:, :4], gates)
     metrics = {
@@ -719,7 +721,7 @@ def train(
             "as_classifier": evaluate(lex_pred, ["other"] * len(test), test),
         },
         "fasttext_alone": evaluate(ft_dep_pred, ft_mode_pred, test),
-        "embedding_all": evaluate(emb_dep_pred, emb_mode_pred, test),
+        "embedding_all": on_every_passage(emb_test, thresholds),
         "cascade": evaluate(dep_c, mode_c, test),
         "cascade_first_pass_labels": evaluate(dep_c, mode_c, replace(test, depiction=test.first_depiction)),
         "adjudicated_test_labels": int(np.sum(test.first_depiction != test.depiction)),
@@ -737,11 +739,7 @@ def train(
             {
                 # The first encoder's head on every passage, and the share of escalated test
                 # passages that went on to every encoder.
-                "first_head_all": evaluate(
-                    decide_depiction(first_test["depiction"], first_thresholds),
-                    [MODES[j] for j in first_test["mode"].argmax(axis=1)],
-                    test,
-                ),
+                "first_head_all": on_every_passage(first_test, first_thresholds),
                 "cascade_all_encoders_rate": round(on_rate, 4),
             }
             if first_test is not None
@@ -765,7 +763,7 @@ def train(
         "embedding_max_tokens": EMBEDDING_MAX_TOKENS,
         "gates": gates,
         "thresholds": thresholds,
-        **({"first_head": {"encoders": 1, "thresholds": first_thresholds}} if first_thresholds else {}),
+        **({"first_head": {"thresholds": first_thresholds}} if first_thresholds else {}),
         "fasttext_thresholds_alone": ft_thresholds,
         "seed": seed,
         "fasttext_params": FASTTEXT_PARAMS,
