@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from conftest import write_shard
 from typer.testing import CliRunner
 
 from corpus_lens.cli import app
-from corpus_lens.schema import ANNOTATION_SCHEMA
+from corpus_lens.schema import ANNOTATION_SCHEMA, STAGES
 
 runner = CliRunner()
 
@@ -62,7 +63,13 @@ def test_annotation_offsets_cut_the_passage_out_of_its_document(scanned: Path, s
     assert table.num_rows > 0
     for rec in table.to_pylist():
         assert docs[rec["doc_id"]][rec["char_start"] : rec["char_end"]] == rec["text"]
-        assert rec["stage"] in ("fasttext", "embedding")
+        assert rec["stage"] in STAGES[1:]
+    # counts.json and the report's funnel count each stage as the annotations do.
+    reached = Counter(table.column("stage").to_pylist())
+    counts = json.loads((scanned / "counts.json").read_text())["totals"]["stage"]
+    assert {s: counts[s] for s in STAGES[1:]} == {s: reached.get(s, 0) for s in STAGES[1:]}
+    funnel = dict(json.loads((scanned / "summary.json").read_text())["funnel"])
+    assert funnel["escalated to the embedding stage"] == reached["embedding"] + reached["all_encoders"]
 
 
 def test_filter_removes_exactly_the_malevolent_spans(scanned: Path, small_corpus: Path):

@@ -23,7 +23,7 @@ from corpus_lens.classify import CascadeSpec, classify_passages, lexicon_of
 from corpus_lens.dedup import DedupSettings, passage_id, signatures
 from corpus_lens.errors import InputError
 from corpus_lens.passages import PassageSpec, split_passages
-from corpus_lens.schema import ANNOTATION_SCHEMA, DEPICTIONS, DOCUMENT_SCHEMA, MODES
+from corpus_lens.schema import ANNOTATION_SCHEMA, DEPICTIONS, DOCUMENT_SCHEMA, MODES, STAGES
 from corpus_lens.stats import bump, merge
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def _process_batch(
         schema=ANNOTATION_SCHEMA,
     )
 
-    stage_counts = {s: 0 for s in ("fasttext", "embedding")}
+    stage_counts = {s: 0 for s in STAGES[1:]}
     for s in result.column("stage").to_pylist():
         stage_counts[s] += 1
     stats["stage"] = {"prefilter": int(ok.sum()), **stage_counts}

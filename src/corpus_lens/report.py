@@ -17,12 +17,13 @@ import pyarrow as pa
 from corpus_lens import io
 from corpus_lens.dedup import passage_id
 from corpus_lens.errors import InputError
-from corpus_lens.schema import DEPICTIONS, MODES, TAGS
+from corpus_lens.schema import DEPICTIONS, MODES, STAGES, TAGS
 
 COLORS = {"malevolent": "#c0392b", "benevolent": "#27ae60", "neutral": "#7f8c8d", "none": "#bdc3c7"}
 SUMMARY_SCHEMA_DOC = {
     "headline": "documents, passages, words scanned; AI share; per-million-word rates; ratios; dedup",
-    "funnel": "documents -> documents with a lexicon hit -> passages -> classified by fastText -> escalated to the embedding head",
+    "funnel": "documents -> documents with a lexicon hit -> passages -> classified by fastText -> escalated to the embedding "
+    "stage (-> on to every encoder, in a set with several)",
     "labels_by_mode": "passages per depiction and mode",
     "breakdowns": "per shard / source / URL host: documents, words, documents per depiction",
     "tags": "behaviour tags on malevolent passages",
@@ -80,9 +81,11 @@ def build_summary(output: str, manifest: dict[str, Any], counts: dict[str, Any])
         ["documents", t.get("documents", 0)],
         ["documents with a lexicon hit", t.get("documents_with_hit", 0)],
         ["passages split from them", t.get("passages", 0)],
-        ["passages with or next to a lexicon hit (fastText)", stages.get("fasttext", 0) + stages.get("embedding", 0)],
-        ["escalated to the embedding head", stages.get("embedding", 0)],
+        ["passages with or next to a lexicon hit (fastText)", sum(stages.get(s, 0) for s in STAGES[1:])],
+        ["escalated to the embedding stage", sum(stages.get(s, 0) for s in STAGES[2:])],
     ]
+    if stages.get("all_encoders"):  # a set with several encoders: what its first head sent on
+        funnel.append(["went on from the first encoder to every encoder", stages["all_encoders"]])
     breakdowns: dict[str, Any] = {"shard": {}}
     for shard, s in counts["per_shard"].items():
         breakdowns["shard"][shard.rstrip("/").rsplit("/", 1)[-1]] = {

@@ -20,7 +20,9 @@ TAGS = (
     "takeover",
     "violence",
 )
-STAGES = ("prefilter", "fasttext", "embedding")  # order = how far a passage went
+# Order = how far a passage went. In a set with several encoders, "embedding" is a passage the
+# first head settled over the first encoder alone, "all_encoders" one every encoder embedded.
+STAGES = ("prefilter", "fasttext", "embedding", "all_encoders")
 
 # Final scores, from the furthest stage a passage reached.
 SCORE_COLUMNS = [f"score_{label}" for label in DEPICTIONS + MODES]

@@ -34,6 +34,7 @@ from corpus_lens.classify import (
     ENCODERS_FORMAT,
     ESCALATE_ALL,
     Encoder,
+    _native_bfloat16,
     classify_passages,
     decide_depiction,
     encoder_vectors,
@@ -362,10 +363,16 @@ def evaluate(dep_pred: list[str], mode_pred: list[str], data: Passages) -> dict[
     return out
 
 
+def fine_tune_precision() -> str:
+    """bfloat16 autocast where the CPU multiplies bfloat16 natively, else float32: emulated
+    bfloat16 made one tuning step of all-mpnet-base-v2 about 50 times slower (bench/NOTES.md)."""
+    return "bfloat16" if _native_bfloat16("cpu") else "float32"
+
+
 def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: int, path: Path) -> None:
     """Fine-tune the top ``layers`` transformer layers of the embedding model on ``data``
-    (depiction and mode, linear heads on mean-pooled tokens, bfloat16 autocast) and save those
-    layers' weights to ``path`` as float16 safetensors. The word embeddings stay frozen.
+    (depiction and mode, linear heads on mean-pooled tokens, fine_tune_precision()) and save
+    those layers' weights to ``path`` as float16 safetensors. The word embeddings stay frozen.
 
     When lower layers stay frozen, their output is computed once (without dropout) and each
     epoch runs only the tuned layers: tuning 4 of all-mpnet-base-v2's 12 layers takes about 6
@@ -402,9 +409,10 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
     weight = torch.tensor(_class_weights(data.depiction, len(DEPICTIONS)))
     y_dep, y_mode = torch.tensor(data.depiction), torch.tensor(data.mode)
     ce = torch.nn.functional.cross_entropy
+    bf16 = fine_tune_precision() == "bfloat16"
     states, fed = None, None
     if lower := n_layers - layers:
-        states = _lower_layer_states(bert, tokenizer, data.texts, lower)
+        states = _lower_layer_states(bert, tokenizer, data.texts, lower, bf16)
         fed = _run_top_layers_only(bert, lower)
     bert.train()
     for epoch in range(FINE_TUNE["epochs"]):
@@ -415,7 +423,7 @@ def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: 
             batch = _tokens(tokenizer, [data.texts[j] for j in idx])
             if fed is not None:
                 fed[0] = _padded([states[j] for j in idx], batch["input_ids"].shape[1])
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 hidden = bert(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden.float() * mask).sum(1) / mask.sum(1)
@@ -448,21 +456,22 @@ def _run_top_layers_only(bert: Any, lower: int) -> list[Any]:
     return fed
 
 
-def _lower_layer_states(bert: Any, tokenizer: Any, texts: list[str], lower: int) -> list[Any]:
-    """The output of the model's first ``lower`` transformer layers for each text (eval mode,
-    bfloat16 autocast), one tensor of shape (tokens, width) per text."""
+def _lower_layer_states(bert: Any, tokenizer: Any, texts: list[str], lower: int, bf16: bool) -> list[Any]:
+    """The output of the model's first ``lower`` transformer layers for each text (eval mode),
+    one tensor of shape (tokens, width) per text: bfloat16 under bfloat16 autocast, else float32."""
     import torch
 
     order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
     out: list[Any] = [None] * len(texts)
     bert.eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(texts), 32):
             idx = order[i : i + 32]
             batch = _tokens(tokenizer, [texts[j] for j in idx])
             hidden = bert(**batch, output_hidden_states=True).hidden_states[lower]
             for row, (j, mask) in enumerate(zip(idx, batch["attention_mask"])):
-                out[j] = hidden[row, : int(mask.sum())].to(torch.bfloat16).clone()
+                out[j] = hidden[row, : int(mask.sum())].to(dtype).clone()
     return out
 
 
@@ -527,6 +536,7 @@ def train(
     embedding_models: Sequence[str] = (DEFAULT_EMBEDDING_MODEL,),
     name: str = "default_v1",
     fine_tune_layers: Sequence[int] = (0,),
+    encoders_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train the cascade's models from ``data_dir`` into ``output``; return the metrics.
 
@@ -534,9 +544,33 @@ def train(
     the model's ``fine_tune_layers`` entry is above 0, its top layers are first fine-tuned on
     the train split (``encoder_file(k)``), and the head reads the fine-tuned vectors.
 
+    ``encoders_from`` names a trained set whose encoders (models and tuned layers) are taken as
+    they are, in place of ``embedding_models`` and ``fine_tune_layers``: fastText and the heads
+    are trained again, the encoders are not. Tuning is the slow part (hours on a CPU without
+    native bfloat16); refitting the rest takes minutes.
+
     Raises:
         ConfigError: for missing or malformed training data, or options that do not pair up.
+        ModelError: when ``encoders_from`` is not a set this version can load (from load_spec).
     """
+    tuned_before: list[dict[str, Any] | None] = [None] * len(embedding_models)
+    if encoders_from is not None:
+        source = load_spec(encoders_from)
+        source_meta = json.loads((source.directory / "cascade.json").read_text())
+        embedding_models = [e.model for e in source.encoders]
+        tuned_before = [
+            {
+                "weights": Path(e.weights),
+                "fine_tune": {
+                    **(source_meta.get("encoders", [{}] * len(source.encoders))[k].get("fine_tune") or {}),
+                    "taken_from": {"set": source.name, "data_sha256": source_meta.get("data", {}).get("sha256")},
+                },
+            }
+            if e.weights
+            else None
+            for k, e in enumerate(source.encoders)
+        ]
+        fine_tune_layers = [int(bool(t)) for t in tuned_before]
     if not embedding_models or len(fine_tune_layers) != len(embedding_models):
         raise ConfigError(
             f"option fine_tune_layers: expected one value per embedding model ({len(embedding_models)}), "
@@ -593,7 +627,11 @@ def train(
     encoders = []
     for k, (model, layers) in enumerate(zip(embedding_models, fine_tune_layers)):
         weights = output / encoder_file(k) if layers else None
-        if weights:
+        if weights and tuned_before[k]:
+            log.info("taking the tuned layers of %s from %s", model, encoders_from)
+            if tuned_before[k]["weights"].resolve() != weights.resolve():
+                atomic_write_bytes(weights, tuned_before[k]["weights"].read_bytes())
+        elif weights:
             log.info("fine-tuning the top %d layers of %s on %d passages", layers, model, len(train_set))
             _fine_tune_encoder(train_set, model, layers, seed, weights)
         encoders.append(Encoder(model, str(weights) if weights else None))
@@ -679,7 +717,9 @@ def train(
             gates["fasttext_ai"] = float(t)
             break
     # The first head's gate: the fewest escalated dev passages going on to every encoder while
-    # the cascade's dev malevolent and benevolent F1 stay within 0.01 of sending them all.
+    # the cascade's dev malevolent and benevolent F1 stay within 0.01 of sending them all. It
+    # stays at or below the first head's own thresholds, so a passage that head settles can be
+    # neither malevolent nor benevolent: every such label comes from the joint head.
     gates["embedding_flag"] = 0.0
     if first_dev is not None:
 
@@ -689,7 +729,8 @@ def train(
             return m["malevolent"]["f1"], m["benevolent"]["f1"], on
 
         ref_mal_f1, ref_ben_f1, least = dev_f1(0.0)
-        for flag in np.round(np.arange(0.02, 1.0, 0.02), 2).tolist():
+        cap = min(first_thresholds["malevolent"], first_thresholds["benevolent"])
+        for flag in [f for f in np.round(np.arange(0.02, 1.0, 0.02), 2).tolist() if f <= cap]:
             mal, ben, on = dev_f1(flag)
             if mal >= ref_mal_f1 - 0.01 and ben >= ref_ben_f1 - 0.01 and on < least:
                 gates["embedding_flag"], least = flag, on
@@ -756,9 +797,15 @@ def train(
             {
                 "model": encoder.model,
                 "weights": encoder.weights and Path(encoder.weights).name,
-                **({"fine_tune": {"layers": layers, **FINE_TUNE}} if layers else {}),
+                **(
+                    {"fine_tune": before["fine_tune"]}
+                    if before
+                    else {"fine_tune": {"layers": layers, **FINE_TUNE, "precision": fine_tune_precision()}}
+                    if layers
+                    else {}
+                ),
             }
-            for encoder, layers in zip(encoders, fine_tune_layers)
+            for encoder, layers, before in zip(encoders, fine_tune_layers, tuned_before)
         ],
         "embedding_max_tokens": EMBEDDING_MAX_TOKENS,
         "gates": gates,
@@ -910,10 +957,18 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "tokens; each model's unit vector side by side, scaled to unit length) + calibrated fastText probabilities; "
         "class-balanced losses.",
         *(
-            f"- Encoder: the top {e['fine_tune']['layers']} layers of `{e['model']}` fine-tuned on train first "
+            f"- Encoder: the top {e['fine_tune'].get('layers')} layers of `{e['model']}` fine-tuned on train first "
             f"(`{e['weights']}`, float16): `{json.dumps(e['fine_tune'])}`; linear depiction and mode heads on "
-            "mean-pooled tokens, class-balanced depiction loss, bfloat16 autocast. The head above reads the "
+            f"mean-pooled tokens, class-balanced depiction loss, {e['fine_tune'].get('precision', 'bfloat16')} "
+            "arithmetic. The head above reads the "
             "fine-tuned vectors, including on train passages the encoder was tuned on."
+            + (
+                f" Not tuned in this run: the layers were taken from the set `{e['fine_tune']['taken_from']['set']}` "
+                f"(`--encoders-from`), tuned on passages.jsonl sha256 "
+                f"`{(e['fine_tune']['taken_from']['data_sha256'] or 'unknown')[:16]}`."
+                if "taken_from" in e["fine_tune"]
+                else ""
+            )
             for e in meta["encoders"]
             if "fine_tune" in e
         ),
@@ -932,7 +987,9 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
                 f"`{json.dumps(meta['first_head']['thresholds'])}`. A passage it scores with p(malevolent) + "
                 "p(benevolent) below `embedding_flag` is settled there and never reaches the other encoders; the gate "
                 "is the one that sends the fewest escalated dev passages on while the cascade's dev malevolent and "
-                "benevolent F1 stay within 0.01 of sending them all."
+                "benevolent F1 stay within 0.01 of sending them all, at most the lower of the first head's "
+                "malevolent and benevolent thresholds (so the first head settles only passages that are neither: "
+                "every malevolent or benevolent label comes from the joint head)."
             ]
             if "first_head" in meta
             else []
