@@ -34,7 +34,6 @@ from corpus_lens.classify import (
     ENCODERS_FORMAT,
     ESCALATE_ALL,
     Encoder,
-    _native_bfloat16,
     classify_passages,
     decide_depiction,
     encoder_vectors,
@@ -48,6 +47,7 @@ from corpus_lens.classify import (
     load_embedder,
     load_spec,
     prefilter_pass,
+    resolve_precision,
 )
 from corpus_lens.errors import ConfigError
 from corpus_lens.io import atomic_write_bytes, atomic_write_text, parse_jsonl
@@ -366,7 +366,7 @@ def evaluate(dep_pred: list[str], mode_pred: list[str], data: Passages) -> dict[
 def fine_tune_precision() -> str:
     """bfloat16 autocast where the CPU multiplies bfloat16 natively, else float32: emulated
     bfloat16 made one tuning step of all-mpnet-base-v2 about 50 times slower (bench/NOTES.md)."""
-    return "bfloat16" if _native_bfloat16("cpu") else "float32"
+    return resolve_precision("auto", "cpu")
 
 
 def _fine_tune_encoder(data: Passages, embedding_model: str, layers: int, seed: int, path: Path) -> None:
