@@ -553,24 +553,17 @@ def train(
         ConfigError: for missing or malformed training data, or options that do not pair up.
         ModelError: when ``encoders_from`` is not a set this version can load (from load_spec).
     """
-    tuned_before: list[dict[str, Any] | None] = [None] * len(embedding_models)
+    taken: dict[int, tuple[Path, dict[str, Any]]] = {}  # encoder -> tuned layers and their record
     if encoders_from is not None:
         source = load_spec(encoders_from)
         source_meta = json.loads((source.directory / "cascade.json").read_text())
+        recorded = source_meta.get("encoders", [{}] * len(source.encoders))
+        origin = {"set": source.name, "data_sha256": source_meta.get("data", {}).get("sha256")}
+        for k, e in enumerate(source.encoders):
+            if e.weights:
+                taken[k] = (Path(e.weights), {**(recorded[k].get("fine_tune") or {}), "taken_from": origin})
         embedding_models = [e.model for e in source.encoders]
-        tuned_before = [
-            {
-                "weights": Path(e.weights),
-                "fine_tune": {
-                    **(source_meta.get("encoders", [{}] * len(source.encoders))[k].get("fine_tune") or {}),
-                    "taken_from": {"set": source.name, "data_sha256": source_meta.get("data", {}).get("sha256")},
-                },
-            }
-            if e.weights
-            else None
-            for k, e in enumerate(source.encoders)
-        ]
-        fine_tune_layers = [int(bool(t)) for t in tuned_before]
+        fine_tune_layers = [int(k in taken) for k in range(len(embedding_models))]
     if not embedding_models or len(fine_tune_layers) != len(embedding_models):
         raise ConfigError(
             f"option fine_tune_layers: expected one value per embedding model ({len(embedding_models)}), "
@@ -624,17 +617,21 @@ def train(
     ft_dev = ft_probs(dev, t_ft_dep, t_ft_mode)
     ft_test = ft_probs(test, t_ft_dep, t_ft_mode)
 
-    encoders = []
+    encoders, tuning = [], []  # tuning: each encoder's fine_tune record for cascade.json, or None
     for k, (model, layers) in enumerate(zip(embedding_models, fine_tune_layers)):
         weights = output / encoder_file(k) if layers else None
-        if weights and tuned_before[k]:
+        record = None
+        if weights and k in taken:
             log.info("taking the tuned layers of %s from %s", model, encoders_from)
-            if tuned_before[k]["weights"].resolve() != weights.resolve():
-                atomic_write_bytes(weights, tuned_before[k]["weights"].read_bytes())
+            source_weights, record = taken[k]
+            if source_weights.resolve() != weights.resolve():
+                atomic_write_bytes(weights, source_weights.read_bytes())
         elif weights:
             log.info("fine-tuning the top %d layers of %s on %d passages", layers, model, len(train_set))
             _fine_tune_encoder(train_set, model, layers, seed, weights)
+            record = {"layers": layers, **FINE_TUNE, "precision": fine_tune_precision()}
         encoders.append(Encoder(model, str(weights) if weights else None))
+        tuning.append(record)
     log.info("embedding %d passages with %s", len(train_set) + len(dev) + len(test), ", ".join(embedding_models))
     ft_of = {"train": ft_train, "dev": ft_dev, "test": ft_test}
     parts = {
@@ -797,15 +794,9 @@ def train(
             {
                 "model": encoder.model,
                 "weights": encoder.weights and Path(encoder.weights).name,
-                **(
-                    {"fine_tune": before["fine_tune"]}
-                    if before
-                    else {"fine_tune": {"layers": layers, **FINE_TUNE, "precision": fine_tune_precision()}}
-                    if layers
-                    else {}
-                ),
+                **({"fine_tune": record} if record else {}),
             }
-            for encoder, layers, before in zip(encoders, fine_tune_layers, tuned_before)
+            for encoder, record in zip(encoders, tuning)
         ],
         "embedding_max_tokens": EMBEDDING_MAX_TOKENS,
         "gates": gates,
