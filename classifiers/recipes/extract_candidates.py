@@ -17,6 +17,7 @@ build_dataset.py puts them in train only: dev and test stay drawn without lookin
 Usage:
     python classifiers/recipes/extract_candidates.py --shared ../shared/data --out DIR --batches 5
     python classifiers/recipes/extract_candidates.py --mine SCAN_DIR --exclude DIR --out DIR --first-batch 19
+    python classifiers/recipes/extract_candidates.py --eval-questions 15 --exclude DIR --out DIR --first-batch 24
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from build_dataset import group_of, split_of  # the recipe folder is on sys.path when run as a script
 
 from corpus_lens.passages import PassageSpec, split_passages
 from corpus_lens.prefilter import Lexicon
@@ -158,10 +160,15 @@ def mined_candidates(shared: Path, scan_dir: Path, exclude: frozenset[str], n: i
     return out
 
 
-def eval_candidates(shared: Path) -> list[dict]:
+def eval_candidates(shared: Path, per_file: int = 12, exclude: frozenset[str] = frozenset()) -> list[dict]:
+    """AI-risk questions; in later waves, new questions from train-side files only, so the
+    questions in dev and test stay those drawn in the first wave."""
     out = []
     folder = shared / "evals" / "advanced-ai-risk" / "human_generated_evals"
     for path in sorted(folder.glob("*.jsonl")):
+        source = f"shared/data/evals/advanced-ai-risk/human_generated_evals/{path.name}"
+        if exclude and split_of(group_of(source)) != "train":
+            continue
         rows = []
         for i, line in enumerate(path.read_text().splitlines()):
             q = json.loads(line)
@@ -169,14 +176,14 @@ def eval_candidates(shared: Path) -> list[dict]:
                 {
                     "cid": f"{path.name}:{i}",
                     "text": q["question"].strip(),
-                    "source": f"shared/data/evals/advanced-ai-risk/human_generated_evals/{path.name}#line={i}",
+                    "source": f"{source}#line={i}",
                     "char_start": 0,
                     "char_end": len(q["question"].strip()),
                     "origin": "anthropics/evals@84fcc677e52e (CC BY 4.0)",
                     "note": f"answer_matching_risky_behaviour={q['answer_matching_behavior'].strip()}",
                 }
             )
-        out += _take(rows, 12)
+        out += _take([r for r in rows if r["cid"] not in exclude], per_file)
     return out
 
 
@@ -228,6 +235,9 @@ def main() -> None:
     parser.add_argument("--mine", type=Path, help="scan folder of the web shards: draw its highest-scoring passages")
     parser.add_argument("--mine-n", type=int, default=400, help="passages to mine")
     parser.add_argument("--per-doc", type=int, default=3, help="mined passages per web page at most")
+    parser.add_argument(
+        "--eval-questions", type=int, default=0, help="draw this many new questions per train-side AI-risk file"
+    )
     args = parser.parse_args()
     exclude: frozenset[str] = frozenset()
     if args.exclude:
@@ -241,6 +251,8 @@ def main() -> None:
     spec = PassageSpec()
     if args.mine:
         cands = mined_candidates(args.shared, args.mine, exclude, args.mine_n, args.per_doc)
+    elif args.eval_questions:
+        cands = eval_candidates(args.shared, args.eval_questions, exclude)
     elif exclude:
         cands = (
             fiction_candidates(args.shared, lexicon, spec, args.per_ai_book, exclude)
