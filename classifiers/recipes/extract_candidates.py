@@ -14,10 +14,13 @@ scored highest for malevolent or benevolent in a scan of ../shared/data/web (at 
 ``--per-doc`` per page, only pages not drawn before). They are chosen by a model, so
 build_dataset.py puts them in train only: dev and test stay drawn without looking at any model.
 
+More AI-risk questions: ``--eval-questions N`` draws N new questions from each question file whose
+split is train (build_dataset.split_of), so dev and test keep the questions of the first wave.
+
 Usage:
     python classifiers/recipes/extract_candidates.py --shared ../shared/data --out DIR --batches 5
     python classifiers/recipes/extract_candidates.py --mine SCAN_DIR --exclude DIR --out DIR --first-batch 19
-    python classifiers/recipes/extract_candidates.py --eval-questions 15 --exclude DIR --out DIR --first-batch 24
+    python classifiers/recipes/extract_candidates.py --eval-questions 25 --exclude DIR --out DIR --batches 1 --first-batch 23
 """
 
 from __future__ import annotations
