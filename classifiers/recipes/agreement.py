@@ -5,7 +5,8 @@ only the passage text, TAXONOMY.md and CODEBOOK.md: not the first labels, not an
 Agreement is measured against the first-pass labels (before adjudication), so it says how far two
 careful readers of the codebook agree: a ceiling for what a classifier can be scored at.
 
-Writes classifiers/data/agreement/AGREEMENT.md. Reads only classifiers/data.
+Writes classifiers/data/agreement/AGREEMENT.md, keeping what is written by hand below the
+HAND_WRITTEN line (second passes of train waves). Reads only classifiers/data.
 
 Usage: python classifiers/recipes/agreement.py [--data classifiers/data]
 """
@@ -26,6 +27,8 @@ from corpus_lens.train import load_passages
 
 sys.path.insert(0, str(Path(__file__).parent))
 from build_dataset import first_pass  # noqa: E402
+
+HAND_WRITTEN = "<!-- hand-written below: kept by agreement.py -->"
 
 
 def _kappa(pairs: list[tuple[str, str]]) -> float:
@@ -99,7 +102,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("classifiers/data"))
     args = parser.parse_args()
     text = report(args.data)
-    atomic_write_text(args.data / "agreement" / "AGREEMENT.md", text)
+    out = args.data / "agreement" / "AGREEMENT.md"
+    if out.is_file() and HAND_WRITTEN in out.read_text(encoding="utf-8"):
+        text += "\n" + HAND_WRITTEN + out.read_text(encoding="utf-8").split(HAND_WRITTEN, 1)[1]
+    atomic_write_text(out, text)
     print(text)
 
 
