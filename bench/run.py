@@ -34,7 +34,15 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from corpus_lens.classify import ESCALATE_ALL, SHIPPED_SETS, CascadeSpec, classify_passages, embed, load_spec
+from corpus_lens.classify import (
+    ESCALATE_ALL,
+    SHIPPED_SETS,
+    CascadeSpec,
+    classify_passages,
+    embed,
+    furthest_stage,
+    load_spec,
+)
 from corpus_lens.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,8 +151,7 @@ def naive_embedding(sample: list[str], spec: CascadeSpec) -> float:
         start = time.perf_counter()
         table = classify_passages(sample, spec, lexicon_hits=everything)
         elapsed = time.perf_counter() - start
-    last = "all_encoders" if len(spec.encoders) > 1 else "embedding"  # the furthest stage a set has
-    assert table.column("stage").to_pylist() == [last] * len(sample)
+    assert table.column("stage").to_pylist() == [furthest_stage(spec)] * len(sample)
     return elapsed
 
 

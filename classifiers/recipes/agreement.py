@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus_lens.io import atomic_write_text
+from corpus_lens.io import atomic_write_generated
 from corpus_lens.schema import DEPICTIONS, MODES
 from corpus_lens.train import load_passages
 
@@ -102,10 +102,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("classifiers/data"))
     args = parser.parse_args()
     text = report(args.data)
-    out = args.data / "agreement" / "AGREEMENT.md"
-    if out.is_file() and HAND_WRITTEN in out.read_text(encoding="utf-8"):
-        text += "\n" + HAND_WRITTEN + out.read_text(encoding="utf-8").split(HAND_WRITTEN, 1)[1]
-    atomic_write_text(out, text)
+    atomic_write_generated(args.data / "agreement" / "AGREEMENT.md", text, HAND_WRITTEN)
     print(text)
 
 

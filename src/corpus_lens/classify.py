@@ -479,6 +479,11 @@ def escalate(p_dep: np.ndarray, gates: dict[str, float]) -> np.ndarray:
     return (p_dep.max(axis=1) < gates["fasttext_confidence"]) | (p_dep[:, 0] + p_dep[:, 1] >= gates["fasttext_flag"])
 
 
+def furthest_stage(spec: CascadeSpec) -> str:
+    """The stage a passage reaches when every encoder of the set embeds it (schema.STAGES)."""
+    return "all_encoders" if len(spec.encoders) > 1 else "embedding"
+
+
 def classify_passages(
     texts: list[str],
     spec: CascadeSpec,
@@ -555,7 +560,7 @@ def classify_passages(
                 settled_first[esc_idx[~on]] = True
             if on.any():
                 rest = [vectors(esc_idx[on], e) for e in spec.encoders[1:]]
-                run_head(head, esc_idx[on], join([first[on], *rest]), "all_encoders" if rest else "embedding")
+                run_head(head, esc_idx[on], join([first[on], *rest]), furthest_stage(spec))
 
     depiction = decide_depiction(final[:, : len(DEPICTIONS)], spec.thresholds, spec.first_thresholds, settled_first)
     mode = [MODES[j] for j in final[:, len(DEPICTIONS) :].argmax(axis=1)]

@@ -137,6 +137,14 @@ def atomic_write_text(url: str | Path, text: str) -> None:
     atomic_write_bytes(url, text.encode("utf-8"))
 
 
+def atomic_write_generated(path: Path, text: str, marker: str) -> None:
+    """Write a generated document atomically, keeping what the file already holds below ``marker``
+    (sections written by hand, which a rerun must not drop)."""
+    if path.is_file() and marker in (old := path.read_text(encoding="utf-8")):
+        text += "\n" + marker + old.split(marker, 1)[1]
+    atomic_write_text(path, text)
+
+
 def atomic_write_json(url: str | Path, data: Any) -> None:
     """Write JSON atomically, with sorted keys so reruns give identical bytes."""
     atomic_write_text(url, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

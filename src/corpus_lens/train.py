@@ -50,7 +50,7 @@ from corpus_lens.classify import (
     resolve_precision,
 )
 from corpus_lens.errors import ConfigError
-from corpus_lens.io import atomic_write_bytes, atomic_write_text, parse_jsonl
+from corpus_lens.io import atomic_write_bytes, atomic_write_generated, atomic_write_text, parse_jsonl
 from corpus_lens.prefilter import Lexicon
 from corpus_lens.schema import DEPICTIONS, MODES, TAGS
 
@@ -563,7 +563,7 @@ def train(
             if e.weights:
                 taken[k] = (Path(e.weights), {**(recorded[k].get("fine_tune") or {}), "taken_from": origin})
         embedding_models = [e.model for e in source.encoders]
-        fine_tune_layers = [int(k in taken) for k in range(len(embedding_models))]
+        fine_tune_layers = [0] * len(embedding_models)  # nothing is tuned: the layers in ``taken`` are copied
     if not embedding_models or len(fine_tune_layers) != len(embedding_models):
         raise ConfigError(
             f"option fine_tune_layers: expected one value per embedding model ({len(embedding_models)}), "
@@ -619,9 +619,9 @@ def train(
 
     encoders, tuning = [], []  # tuning: each encoder's fine_tune record for cascade.json, or None
     for k, (model, layers) in enumerate(zip(embedding_models, fine_tune_layers)):
-        weights = output / encoder_file(k) if layers else None
+        weights = output / encoder_file(k) if layers or k in taken else None
         record = None
-        if weights and k in taken:
+        if k in taken:
             log.info("taking the tuned layers of %s from %s", model, encoders_from)
             source_weights, record = taken[k]
             if source_weights.resolve() != weights.resolve():
@@ -826,11 +826,7 @@ def train(
         metrics["probes"] = score_probes(output, probes_path)
     atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     # Keep the hand-written part of an existing card (reviews of real scans, judgements).
-    card = model_card(meta, metrics)
-    previous = output / "MODEL_CARD.md"
-    if previous.is_file() and HAND_WRITTEN in previous.read_text(encoding="utf-8"):
-        card += "\n" + HAND_WRITTEN + previous.read_text(encoding="utf-8").split(HAND_WRITTEN, 1)[1]
-    atomic_write_text(output / "MODEL_CARD.md", card)
+    atomic_write_generated(output / "MODEL_CARD.md", model_card(meta, metrics), HAND_WRITTEN)
     return metrics
 
 
