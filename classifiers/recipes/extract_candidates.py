@@ -21,6 +21,8 @@ Usage:
     python classifiers/recipes/extract_candidates.py --shared ../shared/data --out DIR --batches 5
     python classifiers/recipes/extract_candidates.py --mine SCAN_DIR --exclude DIR --out DIR --first-batch 19
     python classifiers/recipes/extract_candidates.py --eval-questions 25 --exclude DIR --out DIR --batches 1 --first-batch 23
+    python classifiers/recipes/extract_candidates.py --eval-questions 25 --exclude classifiers/data/candidates \
+        --exclude classifiers/data/unmerged --out DIR --batches 1 --first-batch 25
 """
 
 from __future__ import annotations
@@ -231,7 +233,9 @@ def main() -> None:
     parser.add_argument(
         "--exclude",
         type=Path,
-        help="folder of earlier candidate batches: draw only new passages (AI books, new web pages, AI-self answers)",
+        action="append",
+        default=[],
+        help="folder of earlier candidate batches (repeatable: candidates/ and unmerged/): draw only new passages",
     )
     parser.add_argument("--web-hits", type=int, default=400, help="new web pages to draw in a later wave")
     parser.add_argument("--per-ai-book", type=int, default=45)
@@ -246,7 +250,8 @@ def main() -> None:
     if args.exclude:
         exclude = frozenset(
             json.loads(x)["cid"]
-            for p in args.exclude.glob("batch_*.jsonl")
+            for folder in args.exclude
+            for p in folder.glob("batch_*.jsonl")
             for x in p.read_text().splitlines()
             if x.strip()
         )
