@@ -20,7 +20,6 @@ split is train (build_dataset.split_of), so dev and test keep the questions of t
 Usage:
     python classifiers/recipes/extract_candidates.py --shared ../shared/data --out DIR --batches 5
     python classifiers/recipes/extract_candidates.py --mine SCAN_DIR --exclude DIR --out DIR --first-batch 19
-    python classifiers/recipes/extract_candidates.py --eval-questions 25 --exclude DIR --out DIR --batches 1 --first-batch 23
     python classifiers/recipes/extract_candidates.py --eval-questions 25 --exclude classifiers/data/candidates \
         --exclude classifiers/data/unmerged --out DIR --batches 1 --first-batch 25
 """
