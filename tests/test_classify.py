@@ -25,7 +25,7 @@ from corpus_lens.classify import (
 from corpus_lens.cli import app
 from corpus_lens.errors import ModelError
 from corpus_lens.schema import DEPICTIONS, MODES, STAGES
-from corpus_lens.train import encoder_file
+from corpus_lens.train import calibration, encoder_file
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +112,9 @@ def test_shipped_sets_load_by_name_with_card_and_metrics(name: str | None, model
     metrics = json.loads((spec.directory / "metrics.json").read_text())
     assert {"lexicon", "fasttext_alone", "embedding_all", "cascade", "cascade_by_origin", "probes"} <= set(metrics)
     assert f"labels {metrics['probes']['correct']} of {metrics['probes']['passages']} probes" in card
+    if spec.name == "default_v1":  # minilm_v1 was trained before train measured calibration
+        ece = metrics["calibration"]["cascade"]["malevolent"]["ece"]
+        assert f"| **cascade** | {ece:.3f} |" in card
 
 
 def test_sets_of_earlier_formats_load_as_one_encoder(tmp_path: Path):
@@ -191,6 +194,11 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     assert sum(c["total"] for c in cells) == probes["passages"]
     assert sum(c["correct"] for c in cells) == probes["correct"] == probes["passages"] - len(probes["misses"])
     assert f"labels {probes['correct']} of {probes['passages']} probes as expected" in card
+    # Every test passage's final scores are binned once per label, for the cascade and for fastText.
+    for scores in metrics["calibration"].values():
+        assert set(scores) == set(DEPICTIONS)
+        assert all(sum(b["passages"] for b in c["bins"]) == len(test_rows) for c in scores.values())
+    assert "## Calibration (test)" in card and "| score | passages | mean score | share malevolent |" in card
     spec = load_spec(tmp_path / "a")
     assert [e.weights is not None for e in spec.encoders] == [bool(layers) for layers in fine_tune_layers]
     # The embedding stage runs the tuned layers, every encoder's unit vector side by side.
@@ -229,6 +237,30 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
             assert e["fine_tune"].pop("taken_from") == {"set": meta["name"], "data_sha256": meta["data"]["sha256"]}
     assert again_meta == meta
     assert "(`--encoders-from`)" in (again / "MODEL_CARD.md").read_text()
+    # Taken on through a set trained on other data, the layers still name the set and the data
+    # they were tuned on.
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    (other / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny[1:]))
+    for source, out, on in ((again, "third", other), (tmp_path / "third", "fourth", data)):
+        cmd = [
+            "train",
+            "--data",
+            str(on),
+            "--seed",
+            "3",
+            "--output",
+            str(tmp_path / out),
+            "--encoders-from",
+            str(source),
+        ]
+        result = runner.invoke(app, cmd)
+        assert result.exit_code == 0, result.output
+    third, fourth = (json.loads((tmp_path / d / "cascade.json").read_text()) for d in ("third", "fourth"))
+    assert third["data"]["sha256"] != meta["data"]["sha256"] == fourth["data"]["sha256"]
+    assert [e["fine_tune"]["taken_from"] for e in fourth["encoders"] if "fine_tune" in e] == [
+        {"set": meta["name"], "data_sha256": meta["data"]["sha256"]}
+    ] * sum(1 for layers in fine_tune_layers if layers)
     # Two encoders: a first head over the first encoder alone is the head a one-encoder set of
     # that encoder gets, with its thresholds; its gate settles some passages there.
     one = tmp_path / "one"
@@ -267,6 +299,22 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     assert meta["gates"]["embedding_flag"] <= min(meta["first_head"]["thresholds"][k] for k in DEPICTIONS[:2])
     settled = [d for d, s in zip(gated.column("depiction").to_pylist(), stage) if s == "embedding"]
     assert not {"malevolent", "benevolent"} & set(settled)
+
+
+def test_calibration_error_is_the_weighted_gap_between_score_and_outcome_per_bin():
+    scores = np.array([0.05, 0.05, 0.05, 0.05, 0.95, 0.95, 1.0, 0.5])
+    gold = np.array([0, 0, 0, 1, 1, 1, 1, 0], dtype=float)
+    c = calibration(scores, gold)
+    # Bin 0.0: mean 0.05, seen 0.25 (4 passages); bin 0.9 (1.0 falls in the last): mean 0.9667, seen 1
+    # (3); bin 0.5: mean 0.5, seen 0 (1).
+    assert c["ece"] == pytest.approx((4 * 0.2 + 3 * (1 - 2.9 / 3) + 1 * 0.5) / 8, abs=1e-4)
+    assert c["brier"] == pytest.approx(float(np.mean((scores - gold) ** 2)), abs=1e-4)
+    assert [(b["from"], b["passages"], b["observed"]) for b in c["bins"]] == [
+        (0.0, 4, 0.25),
+        (0.5, 1, 0.0),
+        (0.9, 3, 1.0),
+    ]
+    assert calibration(gold, gold)["ece"] == 0.0 and calibration(gold, gold)["brier"] == 0.0
 
 
 def test_train_rejects_bad_labels(tmp_path: Path):

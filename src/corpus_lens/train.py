@@ -62,6 +62,7 @@ HEAD_HIDDEN = 256
 HEAD_EPOCHS = 500
 FINE_TUNE = dict(epochs=5, batch=16, lr=5e-5, head_lr=1e-3, warmup=50)
 PREFILTER_RECALL = 0.99  # share of dev AI-entity passages the prefilter (lexicon + fastText) must pass
+CALIBRATION_BINS = 10  # equal-width score bins of the calibration error the card reports
 HAND_WRITTEN = "<!-- hand-written below: kept by `corpuslens train` -->"
 # Behaviour probes (probes.jsonl in the data directory): each template is filled with every entity
 # below, so the same act done by "the AI" and by "the robot" should get the same label. A human
@@ -363,6 +364,29 @@ def evaluate(dep_pred: list[str], mode_pred: list[str], data: Passages) -> dict[
     return out
 
 
+def calibration(scores: np.ndarray, gold: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """How far one label's scores are from how often the label holds: the expected calibration
+    error over equal-width score bins (each bin weighted by its passages), the Brier score, and
+    the bins that hold passages."""
+    which = np.minimum((scores * bins).astype(int), bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            mean, seen = float(scores[inside].mean()), float(gold[inside].mean())
+            ece += inside.mean() * abs(mean - seen)
+            rows.append(
+                {
+                    "from": b / bins,
+                    "passages": int(inside.sum()),
+                    "mean_score": round(mean, 4),
+                    "observed": round(seen, 4),
+                }
+            )
+    brier = float(np.mean((scores - gold) ** 2))
+    return {"ece": round(ece, 4), "brier": round(brier, 4), "bins": rows}
+
+
 def fine_tune_precision() -> str:
     """bfloat16 autocast where the CPU multiplies bfloat16 natively, else float32: emulated
     bfloat16 made one tuning step of all-mpnet-base-v2 about 50 times slower (bench/NOTES.md)."""
@@ -560,8 +584,9 @@ def train(
         recorded = source_meta.get("encoders", [{}] * len(source.encoders))
         origin = {"set": source.name, "data_sha256": source_meta.get("data", {}).get("sha256")}
         for k, e in enumerate(source.encoders):
-            if e.weights:
-                taken[k] = (Path(e.weights), {**(recorded[k].get("fine_tune") or {}), "taken_from": origin})
+            if e.weights:  # layers the source set took from another keep their first origin
+                record = recorded[k].get("fine_tune") or {}
+                taken[k] = (Path(e.weights), {**record, "taken_from": record.get("taken_from", origin)})
         embedding_models = [e.model for e in source.encoders]
         fine_tune_layers = [0] * len(embedding_models)  # nothing is tuned: the layers in ``taken`` are copied
     if not embedding_models or len(fine_tune_layers) != len(embedding_models):
@@ -667,9 +692,9 @@ def train(
         hits: np.ndarray,
         gates: dict[str, float],
         first: dict[str, np.ndarray] | None = None,
-    ) -> tuple[list[str], list[str], float, float]:
+    ) -> tuple[list[str], list[str], float, float, np.ndarray]:
         """Labels, modes, the share of passages past the prefilter that reach the embedding
-        stage, and the share of those that go on to every encoder."""
+        stage, the share of those that go on to every encoder, and the final depiction scores."""
         passed = prefilter_pass(hits, ft[:, :4], gates)
         unsure = passed & escalate(ft[:, :4], gates)
         final = ft.copy()
@@ -683,7 +708,7 @@ def train(
         mode = [MODES[j] for j in final[:, 4:].argmax(axis=1)]
         rate = float(unsure[passed].mean()) if passed.any() else 0.0
         on = float((unsure & ~settled).sum() / unsure.sum()) if unsure.any() else 0.0
-        return dep, mode, rate, on
+        return dep, mode, rate, on, final[:, :4]
 
     test_hits = np.array([lexicon.matches(t) for t in test.texts])
     # Gates: the cheapest escalation whose dev recall of malevolent and of benevolent stays
@@ -691,7 +716,7 @@ def train(
     all_gates = ESCALATE_ALL
 
     def recalls(gates: dict[str, float]) -> tuple[float, float, float]:
-        dep, _, rate, _ = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), {**gates, "fasttext_ai": 1.01})
+        dep, _, rate, _, _ = cascade(ft_dev, emb_dev, np.ones(len(dev), bool), {**gates, "fasttext_ai": 1.01})
         m = evaluate(dep, ["other"] * len(dev), dev)
         return m["malevolent"]["recall"], m["benevolent"]["recall"], rate
 
@@ -721,7 +746,7 @@ def train(
     if first_dev is not None:
 
         def dev_f1(flag: float) -> tuple[float, float, float]:
-            dep, _, _, on = cascade(ft_dev, emb_dev, dev_hits, {**gates, "embedding_flag": flag}, first_dev)
+            dep, _, _, on, _ = cascade(ft_dev, emb_dev, dev_hits, {**gates, "embedding_flag": flag}, first_dev)
             m = evaluate(dep, ["other"] * len(dev), dev)
             return m["malevolent"]["f1"], m["benevolent"]["f1"], on
 
@@ -733,7 +758,8 @@ def train(
                 gates["embedding_flag"], least = flag, on
 
     ai_test = test.depiction != DEPICTIONS.index("none")
-    dep_c, mode_c, esc_rate, on_rate = cascade(ft_test, emb_test, test_hits, gates, first_test)
+    dep_c, mode_c, esc_rate, on_rate, scores_c = cascade(ft_test, emb_test, test_hits, gates, first_test)
+    scores_ft = np.where(test_hits[:, None], ft_test[:, :4], np.array([0.0, 0.0, 0.0, 1.0]))
     ft_dep_pred = decide_depiction(ft_test[:, :4], ft_thresholds)
     ft_dep_pred = [d if h else "none" for d, h in zip(ft_dep_pred, test_hits)]
     ft_mode_pred = [MODES[j] for j in ft_test[:, 4:].argmax(axis=1)]
@@ -784,6 +810,13 @@ def train(
             else {}
         ),
         "tags": {t: _prf(emb_test["tags"][:, j] >= 0.5, test.tags[:, j] > 0) for j, t in enumerate(TAGS)},
+        # The scores a scan writes, against how often each label holds on test.
+        "calibration": {
+            name: {
+                label: calibration(p[:, j], (test.depiction == j).astype(float)) for j, label in enumerate(DEPICTIONS)
+            }
+            for name, p in (("fasttext_alone", scores_ft), ("cascade", scores_c))
+        },
     }
     from importlib.metadata import version
 
@@ -925,6 +958,38 @@ def _by_origin_table(by_origin: dict[str, Any]) -> list[str]:
     ]
 
 
+def _calibration_lines(calib: dict[str, Any]) -> list[str]:
+    """Card lines: each label's calibration error and Brier score, and the cascade's
+    p(malevolent) bin by bin."""
+    names = {"fasttext_alone": "fastText alone (after lexicon)", "cascade": "**cascade**"}
+    return [
+        "## Calibration (test)",
+        "The depiction scores a scan writes (`scores`), against how often each label holds on test: the expected "
+        f"calibration error (ECE) over {CALIBRATION_BINS} equal-width score bins, each weighted by its passages, and "
+        "the Brier score. Passages the prefilter stops score 1 for `none`. The temperatures were fit on dev.",
+        "",
+        "| scores | " + " | ".join(f"{label} ECE | {label} Brier" for label in DEPICTIONS) + " |",
+        "|---|" + "---|---|" * len(DEPICTIONS),
+        *(
+            f"| {names[name]} | "
+            + " | ".join(f"{by[label]['ece']:.3f} | {by[label]['brier']:.3f}" for label in DEPICTIONS)
+            + " |"
+            for name, by in calib.items()
+        ),
+        "",
+        "The cascade's p(malevolent) by bin:",
+        "",
+        "| score | passages | mean score | share malevolent |",
+        "|---|---|---|---|",
+        *(
+            f"| {b['from']:.1f} to {b['from'] + 1 / CALIBRATION_BINS:.1f} | {b['passages']} | {b['mean_score']:.3f} | "
+            f"{b['observed']:.3f} |"
+            for b in calib["cascade"]["malevolent"]["bins"]
+        ),
+        "",
+    ]
+
+
 def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
     """The generated part of a model card: data, recipe, thresholds, test metrics."""
     lex = metrics["lexicon"]
@@ -1011,6 +1076,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
             else ""
         ),
         "",
+        *_calibration_lines(metrics["calibration"]),
         "## Prefilter",
         f"Lexicon alone: recall on test passages that contain an AI entity {lex['recall_ai_entity']:.4f} "
         f"({lex['ai_entity_passages']} passages); pass rate on passages without one {lex['pass_rate_no_ai']:.4f} "
