@@ -63,6 +63,7 @@ HEAD_EPOCHS = 500
 FINE_TUNE = dict(epochs=5, batch=16, lr=5e-5, head_lr=1e-3, warmup=50)
 PREFILTER_RECALL = 0.99  # share of dev AI-entity passages the prefilter (lexicon + fastText) must pass
 CALIBRATION_BINS = 10  # equal-width score bins of the calibration error the card reports
+STOPPED = np.eye(len(DEPICTIONS))[DEPICTIONS.index("none")]  # depiction scores of a passage the prefilter stops
 HAND_WRITTEN = "<!-- hand-written below: kept by `corpuslens train` -->"
 # Behaviour probes (probes.jsonl in the data directory): each template is filled with every entity
 # below, so the same act done by "the AI" and by "the robot" should get the same label. A human
@@ -703,7 +704,7 @@ def train(
         if first is not None and gates.get("embedding_flag", 0.0) > 0:
             settled = unsure & ~goes_on(first["depiction"], gates)
             final[settled] = np.hstack([first["depiction"], first["mode"]])[settled]
-        final[~passed, :4] = np.array([0, 0, 0, 1], dtype=float)
+        final[~passed, :4] = STOPPED
         dep = decide_depiction(final[:, :4], thresholds, first_thresholds, settled)
         mode = [MODES[j] for j in final[:, 4:].argmax(axis=1)]
         rate = float(unsure[passed].mean()) if passed.any() else 0.0
@@ -759,9 +760,8 @@ def train(
 
     ai_test = test.depiction != DEPICTIONS.index("none")
     dep_c, mode_c, esc_rate, on_rate, scores_c = cascade(ft_test, emb_test, test_hits, gates, first_test)
-    scores_ft = np.where(test_hits[:, None], ft_test[:, :4], np.array([0.0, 0.0, 0.0, 1.0]))
-    ft_dep_pred = decide_depiction(ft_test[:, :4], ft_thresholds)
-    ft_dep_pred = [d if h else "none" for d, h in zip(ft_dep_pred, test_hits)]
+    scores_ft = np.where(test_hits[:, None], ft_test[:, :4], STOPPED)  # fastText after the lexicon
+    ft_dep_pred = decide_depiction(scores_ft, ft_thresholds)
     ft_mode_pred = [MODES[j] for j in ft_test[:, 4:].argmax(axis=1)]
 
     def on_every_passage(probs: dict[str, np.ndarray], head_thresholds: dict[str, float]) -> dict[str, Any]:
