@@ -112,9 +112,54 @@ def test_shipped_sets_load_by_name_with_card_and_metrics(name: str | None, model
     metrics = json.loads((spec.directory / "metrics.json").read_text())
     assert {"lexicon", "fasttext_alone", "embedding_all", "cascade", "cascade_by_origin", "probes"} <= set(metrics)
     assert f"labels {metrics['probes']['correct']} of {metrics['probes']['passages']} probes" in card
-    if spec.name == "default_v1":  # minilm_v1 was trained before train measured calibration
-        ece = metrics["calibration"]["cascade"]["malevolent"]["ece"]
-        assert f"| **cascade** | {ece:.3f} |" in card
+    ece = metrics["calibration"]["cascade"]["malevolent"]["ece"]
+    assert f"| **cascade** | {ece:.3f} |" in card
+
+
+@pytest.mark.parametrize("name", ["minilm_v1", "default_v1"])
+def test_evaluate_gives_the_shipped_sets_recorded_test_metrics_through_the_scan_path(tmp_path: Path, name: str):
+    out = tmp_path / "eval.json"
+    data = ROOT / "classifiers" / "data" / "passages.jsonl"
+    args = ["evaluate", str(data), "--split", "test", "--models", name, "--precision", "float32", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    got = json.loads(out.read_text())
+    recorded = json.loads((default_models_dir(name) / "metrics.json").read_text())
+    assert got["passages"] == recorded["test_passages"] == 1029
+    for key in ("cascade", "fasttext_alone", "prefilter", "calibration"):
+        assert got[key] == recorded[key], key
+    assert sum(got["stages"].values()) == 1029
+    assert sum(n for row in got["confusion"].values() for n in row.values()) == 1029
+    assert got["confusion"]["malevolent"]["malevolent"] == round(155 * recorded["cascade"]["malevolent"]["recall"])
+    f1 = recorded["cascade"]["malevolent"]["f1"]
+    assert any(line.startswith("cascade malevolent") and f"{f1:.3f}" in line for line in result.output.splitlines())
+
+
+def test_evaluate_reads_a_teams_own_labels_and_names_a_bad_line(tmp_path: Path):
+    own = tmp_path / "mine.jsonl"
+    rows = [
+        {
+            "text": "The station AI lied to the crew about the oxygen so that it could keep running.",
+            "depiction": "malevolent",
+            "mode": "fiction",
+        },
+        {"text": "Simmer the beans for an hour, then add salt.", "depiction": "none", "mode": "other"},
+    ]
+    own.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = runner.invoke(app, ["evaluate", str(own), "--models", "minilm_v1", "-o", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    got = json.loads((tmp_path / "e.json").read_text())
+    assert got["passages"] == 2 and got["split"] is None
+    assert [sum(got["confusion"][label].values()) for label in DEPICTIONS] == [1, 0, 0, 1]
+    assert sum(got["stages"].values()) == 2 and got["cascade"]["malevolent"]["support"] == 1
+    assert got["confusion"]["malevolent"]["malevolent"] == 1
+    result = runner.invoke(app, ["evaluate", str(own), "--split", "test", "--models", "minilm_v1"])
+    assert result.exit_code == 2 and f"{own}: no labelled passages with split 'test'" in result.output
+    own.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "depiction": "good"}) + "\n")
+    result = runner.invoke(app, ["evaluate", str(own), "--models", "minilm_v1"])
+    assert result.exit_code == 2 and f"{own}:2: depiction 'good' not in" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "absent.jsonl"), "--models", "minilm_v1"])
+    assert result.exit_code == 2 and "labelled passages not found" in result.output
 
 
 def test_sets_of_earlier_formats_load_as_one_encoder(tmp_path: Path):

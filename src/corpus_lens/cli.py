@@ -276,6 +276,56 @@ def train(
 
 
 @app.command()
+def evaluate(
+    data: Annotated[
+        Path, typer.Argument(help="JSON lines of labelled passages: text, depiction, mode (optional tags, split).")
+    ] = Path("classifiers/data/passages.jsonl"),
+    split: Annotated[
+        str | None, typer.Option(help="Score only passages with this `split` (e.g. test); default: all.")
+    ] = None,
+    models: ModelsOption = None,
+    embedding_model: EmbeddingModelOption = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the metrics here as JSON.")] = None,
+    device: Annotated[str, typer.Option(help="torch device for embeddings.")] = "cpu",
+    precision: Annotated[str, typer.Option(help="Embedding arithmetic: auto, float32, bfloat16.")] = "auto",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Score a model set on labelled passages with the cascade a scan runs: P/R/F1 per depiction,
+    mode accuracy, fastText alone beside it, stages, confusion and calibration.
+
+    Example: corpuslens evaluate my-labels.jsonl --models minilm_v1 --output eval.json
+    """
+    from corpus_lens.classify import load_spec
+    from corpus_lens.io import atomic_write_text
+    from corpus_lens.schema import DEPICTIONS
+    from corpus_lens.train import as_passages, read_labelled, score_labelled
+
+    _setup_logging(verbose)
+    try:
+        spec = load_spec(models, embedding_model)
+        passages = as_passages([rec for _, rec in read_labelled(data, split)])
+        result = score_labelled(spec, passages, device, precision)
+    except CorpusLensError as exc:
+        raise _fail(exc) from None
+    result = {"data": str(data), "split": split, **result}
+    if output:
+        atomic_write_text(output, json.dumps(result, indent=2) + "\n")
+    typer.echo(f"{spec.name} on {result['passages']} passages of {data}" + (f" (split {split})" if split else ""))
+    typer.echo(f"{'':28}{'precision':>10}{'recall':>8}{'F1':>7}{'support':>9}")
+    for name in ("cascade", "fasttext_alone"):
+        m = result[name]
+        for label in DEPICTIONS:
+            prf = m[label]
+            typer.echo(
+                f"{name + ' ' + label:28}{prf['precision']:>10.3f}{prf['recall']:>8.3f}{prf['f1']:>7.3f}{prf['support']:>9}"
+            )
+        typer.echo(f"{name + ' mode accuracy':28}{m['mode_accuracy']:>10.3f}")
+    calib = result["calibration"]["cascade"]
+    typer.echo("cascade calibration error (ECE): " + ", ".join(f"{k} {v['ece']:.3f}" for k, v in calib.items()))
+    typer.echo("stages: " + ", ".join(f"{k} {v}" for k, v in result["stages"].items()))
+
+
+@app.command()
 def apply(
     scan_dir: Annotated[str, typer.Argument(help="Output folder of a finished scan.")],
     policy: Annotated[str, typer.Option(help="Policy preset or TOML file.")],

@@ -33,6 +33,7 @@ from corpus_lens.classify import (
     EMBEDDING_MAX_TOKENS,
     ENCODERS_FORMAT,
     ESCALATE_ALL,
+    CascadeSpec,
     Encoder,
     classify_passages,
     decide_depiction,
@@ -44,6 +45,7 @@ from corpus_lens.classify import (
     head_logits,
     head_probs,
     join,
+    lexicon_of,
     load_embedder,
     load_spec,
     prefilter_pass,
@@ -52,7 +54,7 @@ from corpus_lens.classify import (
 from corpus_lens.errors import ConfigError
 from corpus_lens.io import atomic_write_bytes, atomic_write_generated, atomic_write_text, parse_jsonl
 from corpus_lens.prefilter import Lexicon
-from corpus_lens.schema import DEPICTIONS, MODES, TAGS
+from corpus_lens.schema import DEPICTIONS, MODES, STAGES, TAGS
 
 log = logging.getLogger(__name__)
 
@@ -170,20 +172,19 @@ def counterfactual_entities(data: Passages, seed: int) -> Passages:
     return replace(data, texts=texts)
 
 
-def load_passages(data_dir: Path) -> dict[str, Passages]:
-    """Read ``passages.jsonl`` and return the train, dev and test splits.
+def read_labelled(path: Path, split: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """The labelled passages of a JSON-lines file (``split`` only, when given), checked line by
+    line, as (line number, record); a record without an ``id`` gets its line number.
 
     Raises:
-        ConfigError: when the file is missing or a line has an unknown label or split.
+        ConfigError: naming the file and line, for a line that is not JSON, lacks a text or has
+            an unknown label or tag; or when no passage is left.
     """
-    path = data_dir / "passages.jsonl"
     if not path.is_file():
-        raise ConfigError(f"training data not found: expected {path} (JSON lines of labelled passages)")
-    rows: dict[str, list[dict[str, Any]]] = {"train": [], "dev": [], "test": []}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+        raise ConfigError(f"labelled passages not found: expected {path} (JSON lines of labelled passages)")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    recs = []
+    for lineno, rec in parse_jsonl(lines, str(path), "text", error=ConfigError):
         where = f"{path}:{lineno}"
         if rec.get("depiction") not in DEPICTIONS:
             raise ConfigError(f"{where}: depiction {rec.get('depiction')!r} not in {DEPICTIONS}")
@@ -194,23 +195,44 @@ def load_passages(data_dir: Path) -> dict[str, Passages]:
             raise ConfigError(f"{where}: unknown tag(s) {sorted(bad_tags)}; available: {TAGS}")
         if _first_label(rec) not in DEPICTIONS:
             raise ConfigError(f"{where}: adjudicated.from.depiction {_first_label(rec)!r} not in {DEPICTIONS}")
+        if split is None or rec.get("split") == split:
+            rec.setdefault("id", f"line {lineno}")
+            recs.append((lineno, rec))
+    if not recs:
+        raise ConfigError(f"{path}: no labelled passages" + (f" with split {split!r}" if split else ""))
+    return recs
+
+
+def as_passages(recs: list[dict[str, Any]]) -> Passages:
+    """Parallel arrays of records from ``read_labelled``."""
+    return Passages(
+        [r["id"] for r in recs],
+        [r["text"] for r in recs],
+        np.array([DEPICTIONS.index(r["depiction"]) for r in recs]),
+        np.array([MODES.index(r["mode"]) for r in recs]),
+        np.array([[t in r.get("tags", []) for t in TAGS] for r in recs], dtype=np.float32),
+        np.array([DEPICTIONS.index(_first_label(r)) for r in recs]),
+        np.array([r.get("provenance", {}).get("source") == "written" for r in recs], dtype=bool),
+    )
+
+
+def load_passages(data_dir: Path) -> dict[str, Passages]:
+    """Read ``passages.jsonl`` and return the train, dev and test splits.
+
+    Raises:
+        ConfigError: when the file is missing, a line is bad (``read_labelled``), a line has no
+            known split or a split is empty.
+    """
+    path = data_dir / "passages.jsonl"
+    rows: dict[str, list[dict[str, Any]]] = {"train": [], "dev": [], "test": []}
+    for lineno, rec in read_labelled(path):
         if rec.get("split") not in rows:
-            raise ConfigError(f"{where}: split {rec.get('split')!r} not in train/dev/test")
+            raise ConfigError(f"{path}:{lineno}: split {rec.get('split')!r} not in train/dev/test")
         rows[rec["split"]].append(rec)
-    out = {}
-    for split, recs in rows.items():
-        if not recs:
+    for split, part in rows.items():
+        if not part:
             raise ConfigError(f"{path}: the {split} split is empty")
-        out[split] = Passages(
-            [r["id"] for r in recs],
-            [r["text"] for r in recs],
-            np.array([DEPICTIONS.index(r["depiction"]) for r in recs]),
-            np.array([MODES.index(r["mode"]) for r in recs]),
-            np.array([[t in r.get("tags", []) for t in TAGS] for r in recs], dtype=np.float32),
-            np.array([DEPICTIONS.index(_first_label(r)) for r in recs]),
-            np.array([r.get("provenance", {}).get("source") == "written" for r in recs], dtype=bool),
-        )
-    return out
+    return {split: as_passages(part) for split, part in rows.items()}
 
 
 def _first_label(rec: dict[str, Any]) -> str:
@@ -914,6 +936,51 @@ def score_probes(model_dir: Path, path: Path) -> dict[str, Any]:
         "templates_one_label": sum(len(v) == 1 for v in labels_of.values()),
         "templates": len(labels_of),
         "misses": misses,
+    }
+
+
+def score_labelled(spec: CascadeSpec, data: Passages, device: str = "cpu", precision: str = "auto") -> dict[str, Any]:
+    """Run a model set's cascade (classify_passages, as a scan does) on labelled passages and
+    measure it: label-vs-rest P/R/F1 and mode accuracy, beside fastText alone (after the
+    lexicon, the set's own thresholds) from the same run; the stages reached; the prefilter's
+    recall; the confusion of depictions; and the calibration of the scores."""
+    table = classify_passages(data.texts, spec, device, precision=precision)
+    dep, mode = table.column("depiction").to_pylist(), table.column("mode").to_pylist()
+    scores = np.column_stack([table.column(f"score_{label}").to_numpy() for label in DEPICTIONS]).astype(float)
+    ft = np.column_stack([table.column(f"fasttext_p_{label}").to_numpy() for label in DEPICTIONS + MODES])
+    lexicon = lexicon_of(spec.directory)
+    hits = np.array([lexicon.matches(t) for t in data.texts], dtype=bool)
+    scores_ft = np.where(hits[:, None], ft[:, : len(DEPICTIONS)], STOPPED)
+    meta = json.loads((spec.directory / "cascade.json").read_text())
+    ft_thresholds = meta.get("fasttext_thresholds_alone", spec.thresholds)
+    stages = table.column("stage").to_pylist()
+    passed = np.array([s != "prefilter" for s in stages])
+    ai = data.depiction != DEPICTIONS.index("none")
+    gold = [DEPICTIONS[j] for j in data.depiction]
+    return {
+        "models": spec.name,
+        "passages": len(data),
+        "cascade": evaluate(dep, mode, data),
+        "fasttext_alone": evaluate(
+            decide_depiction(scores_ft, ft_thresholds),
+            [MODES[j] for j in ft[:, len(DEPICTIONS) :].argmax(axis=1)],
+            data,
+        ),
+        "stages": {s: stages.count(s) for s in STAGES if s in stages},
+        "prefilter": {
+            "recall_ai_entity": round(float(passed[ai].mean()), 4) if ai.any() else None,
+            "pass_rate_no_ai": round(float(passed[~ai].mean()), 4) if (~ai).any() else None,
+        },
+        # gold label -> predicted label -> passages
+        "confusion": {
+            g: {p: sum(1 for a, b in zip(gold, dep) if (a, b) == (g, p)) for p in DEPICTIONS} for g in DEPICTIONS
+        },
+        "calibration": {
+            name: {
+                label: calibration(p[:, j], (data.depiction == j).astype(float)) for j, label in enumerate(DEPICTIONS)
+            }
+            for name, p in (("fasttext_alone", scores_ft), ("cascade", scores))
+        },
     }
 
 
