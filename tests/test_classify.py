@@ -131,6 +131,8 @@ def test_evaluate_gives_the_shipped_sets_recorded_test_metrics_through_the_scan_
     assert sum(got["stages"].values()) == 1029
     assert sum(n for row in got["confusion"].values() for n in row.values()) == 1029
     assert got["confusion"]["malevolent"]["malevolent"] == round(155 * recorded["cascade"]["malevolent"]["recall"])
+    right = sum(got["confusion"][label][label] for label in DEPICTIONS)
+    assert len(got["errors"]) == 1029 - right and all(e["depiction"] != e["predicted"] for e in got["errors"])
     f1 = recorded["cascade"]["malevolent"]["f1"]
     assert any(line.startswith("cascade malevolent") and f"{f1:.3f}" in line for line in result.output.splitlines())
 
@@ -153,6 +155,7 @@ def test_evaluate_reads_a_teams_own_labels_and_names_a_bad_line(tmp_path: Path):
     assert [sum(got["confusion"][label].values()) for label in DEPICTIONS] == [1, 0, 0, 1]
     assert sum(got["stages"].values()) == 2 and got["cascade"]["malevolent"]["support"] == 1
     assert got["confusion"]["malevolent"]["malevolent"] == 1
+    assert [e["text"] for e in got["errors"]] == [rows[1]["text"]] * (got["confusion"]["none"]["none"] == 0)
     result = runner.invoke(app, ["evaluate", str(own), "--split", "test", "--models", "minilm_v1"])
     assert result.exit_code == 2 and f"{own}: no labelled passages with split 'test'" in result.output
     own.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "depiction": "good"}) + "\n")

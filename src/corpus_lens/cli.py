@@ -323,6 +323,8 @@ def evaluate(
     calib = result["calibration"]["cascade"]
     typer.echo("cascade calibration error (ECE): " + ", ".join(f"{k} {v['ece']:.3f}" for k, v in calib.items()))
     typer.echo("stages: " + ", ".join(f"{k} {v}" for k, v in result["stages"].items()))
+    wrong = f"{len(result['errors'])} passages with the wrong depiction"
+    typer.echo(wrong + (f", each listed under `errors` in {output}" if output else "; --output lists them"))
 
 
 @app.command()

@@ -943,7 +943,8 @@ def score_labelled(spec: CascadeSpec, data: Passages, device: str = "cpu", preci
     """Run a model set's cascade (classify_passages, as a scan does) on labelled passages and
     measure it: label-vs-rest P/R/F1 and mode accuracy, beside fastText alone (after the
     lexicon, the set's own thresholds) from the same run; the stages reached; the prefilter's
-    recall; the confusion of depictions; and the calibration of the scores."""
+    recall; the confusion of depictions; the calibration of the scores; and every passage whose
+    depiction the cascade got wrong, with its scores and stage."""
     table = classify_passages(data.texts, spec, device, precision=precision)
     dep, mode = table.column("depiction").to_pylist(), table.column("mode").to_pylist()
     scores = np.column_stack([table.column(f"score_{label}").to_numpy() for label in DEPICTIONS]).astype(float)
@@ -981,6 +982,18 @@ def score_labelled(spec: CascadeSpec, data: Passages, device: str = "cpu", preci
             }
             for name, p in (("fasttext_alone", scores_ft), ("cascade", scores))
         },
+        "errors": [
+            {
+                "id": data.ids[i],
+                "depiction": gold[i],
+                "predicted": dep[i],
+                "stage": stages[i],
+                "scores": {label: round(float(scores[i, j]), 4) for j, label in enumerate(DEPICTIONS)},
+                "text": data.texts[i],
+            }
+            for i in range(len(data))
+            if dep[i] != gold[i]
+        ],
     }
 
 
