@@ -137,6 +137,25 @@ def test_evaluate_gives_the_shipped_sets_recorded_test_metrics_through_the_scan_
     assert any(line.startswith("cascade malevolent") and f"{f1:.3f}" in line for line in result.output.splitlines())
 
 
+def test_evaluate_with_every_gate_open_is_the_head_on_every_passage_as_train_recorded(tmp_path: Path):
+    out = tmp_path / "eval.json"
+    data = ROOT / "classifiers" / "data" / "passages.jsonl"
+    opened = ["--gate", "fasttext_ai=0", "--gate", "fasttext_confidence=1.01", "--gate", "fasttext_flag=0"]
+    args = ["evaluate", str(data), "--split", "test", "--models", "minilm_v1", *opened, "--precision", "float32"]
+    result = runner.invoke(app, [*args, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    got = json.loads(out.read_text())
+    recorded = json.loads((default_models_dir("minilm_v1") / "metrics.json").read_text())
+    assert got["gates"]["fasttext_flag"] == 0.0 and got["stages"] == {"embedding": 1029}
+    assert got["cascade"] == recorded["embedding_all"]
+    for bad, message in (
+        ("fasttext_flag", "option gate: expected NAME=NUMBER, got 'fasttext_flag'"),
+        ("wide=1", "unknown gate(s) ['wide']"),
+    ):
+        result = runner.invoke(app, ["evaluate", str(data), "--models", "minilm_v1", "--gate", bad])
+        assert result.exit_code == 2 and message in result.output
+
+
 def test_evaluate_reads_a_teams_own_labels_and_names_a_bad_line(tmp_path: Path):
     own = tmp_path / "mine.jsonl"
     rows = [

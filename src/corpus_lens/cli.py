@@ -285,6 +285,10 @@ def evaluate(
     ] = None,
     models: ModelsOption = None,
     embedding_model: EmbeddingModelOption = None,
+    gate: Annotated[
+        list[str] | None,
+        typer.Option(help="Override one of the set's gates, NAME=NUMBER (repeatable), as [gates] does for scan."),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the metrics here as JSON.")] = None,
     device: Annotated[str, typer.Option(help="torch device for embeddings.")] = "cpu",
     precision: Annotated[str, typer.Option(help="Embedding arithmetic: auto, float32, bfloat16.")] = "auto",
@@ -294,6 +298,8 @@ def evaluate(
     mode accuracy, fastText alone beside it, stages, confusion and calibration.
 
     Example: corpuslens evaluate my-labels.jsonl --models minilm_v1 --output eval.json
+
+    Every escalated passage to every encoder: --gate embedding_flag=0
     """
     from corpus_lens.classify import load_spec
     from corpus_lens.io import atomic_write_text
@@ -302,15 +308,23 @@ def evaluate(
 
     _setup_logging(verbose)
     try:
-        spec = load_spec(models, embedding_model)
+        gates = {}
+        for item in gate or []:
+            name, _, number = item.partition("=")
+            try:
+                gates[name.strip()] = float(number)
+            except ValueError:
+                raise ConfigError(f"option gate: expected NAME=NUMBER, got {item!r}") from None
+        spec = load_spec(models, embedding_model, gates)
         passages = as_passages([rec for _, rec in read_labelled(data, split)])
         result = score_labelled(spec, passages, device, precision)
     except CorpusLensError as exc:
         raise _fail(exc) from None
-    result = {"data": str(data), "split": split, **result}
+    result = {"data": str(data), "split": split, "gates": spec.gates, **result}
     if output:
         atomic_write_text(output, json.dumps(result, indent=2) + "\n")
     typer.echo(f"{spec.name} on {result['passages']} passages of {data}" + (f" (split {split})" if split else ""))
+    typer.echo("gates: " + ", ".join(f"{k} {v:g}" for k, v in spec.gates.items()))
     typer.echo(f"{'':28}{'precision':>10}{'recall':>8}{'F1':>7}{'support':>9}")
     for name in ("cascade", "fasttext_alone"):
         m = result[name]
