@@ -14,6 +14,9 @@ scored highest for malevolent or benevolent in a scan of ../shared/data/web (at 
 ``--per-doc`` per page, only pages not drawn before). They are chosen by a model, so
 build_dataset.py puts them in train only: dev and test stay drawn without looking at any model.
 
+More of the pages already drawn: ``--page-passages N`` draws up to N new passages from each
+train-side web page that name an AI entity by more than "computer" (page_candidates).
+
 More AI-risk questions: ``--eval-questions N`` draws N new questions from each question file whose
 split is train (build_dataset.split_of), so dev and test keep the questions of the first wave.
 
@@ -22,6 +25,8 @@ Usage:
     python classifiers/recipes/extract_candidates.py --mine SCAN_DIR --exclude DIR --out DIR --first-batch 19
     python classifiers/recipes/extract_candidates.py --eval-questions 25 --exclude classifiers/data/candidates \
         --exclude classifiers/data/unmerged --out DIR --batches 1 --first-batch 25
+    python classifiers/recipes/extract_candidates.py --page-passages 8 --exclude classifiers/data/candidates \
+        --exclude classifiers/data/unmerged --out DIR --batches 4 --first-batch 25
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -121,6 +127,48 @@ def web_candidates(
             seen.add(doc)
             varied.append(cand)
     return varied[:n_hits] + _take(misses, n_misses)
+
+
+# An AI entity named by more than "computer", "bot" or "cyber": the passages of a web page that talk
+# about AIs, robots and androids rather than about hardware.
+AI_ENTITY_WORDS = re.compile(
+    r"\b(?:robot\w*|androids?|gynoids?|cyborgs?|droids?|automat(?:on|ons|a)|golems?|artificial intelligences?|"
+    r"AIs?|A\.I\.|AGI|superintelligen\w*|intelligent machines?|thinking machines?|replicants?|[Dd]aleks?|"
+    r"[Cc]ybermen|HAL|Skynet|[Tt]erminators?|mechanical (?:m[ae]n|brains?|beings?))\b"
+)
+
+
+def page_candidates(
+    shared: Path, lexicon: Lexicon, spec: PassageSpec, per_doc: int, exclude: frozenset[str]
+) -> list[dict]:
+    """Undrawn passages of train-side web pages (build_dataset.split_of) that pass the lexicon and
+    name an AI entity (AI_ENTITY_WORDS), at most ``per_doc`` per page: encyclopedia articles on AI,
+    androids and fictional machines, of which earlier waves took one passage per page. Dev and
+    test pages are not drawn again, so their passages stay those of the first waves."""
+    out = []
+    for shard in sorted((shared / "web").glob("*.parquet")):
+        for row in pq.read_table(shard, columns=["id", "text", "source", "url"]).to_pylist():
+            source = f"shared/data/web/{shard.name}#id={row['id']}"
+            if row["source"] not in BUNDLEABLE_WEB_SOURCES or split_of(group_of(source)) != "train":
+                continue
+            text, page = row["text"], []
+            for a, b in split_passages(text, spec):
+                cid = f"{shard.name}:{row['id']}:{a}-{b}"
+                passage = text[a:b]
+                if cid in exclude or not lexicon.matches(passage) or not AI_ENTITY_WORDS.search(passage):
+                    continue
+                page.append(
+                    {
+                        "cid": cid,
+                        "text": passage,
+                        "source": source,
+                        "char_start": a,
+                        "char_end": b,
+                        "origin": f"{row['source']} {row['url']}",
+                    }
+                )
+            out += _take(page, per_doc)
+    return out
 
 
 def mined_candidates(shared: Path, scan_dir: Path, exclude: frozenset[str], n: int, per_doc: int) -> list[dict]:
@@ -244,6 +292,12 @@ def main() -> None:
     parser.add_argument(
         "--eval-questions", type=int, default=0, help="draw this many new questions per train-side AI-risk file"
     )
+    parser.add_argument(
+        "--page-passages",
+        type=int,
+        default=0,
+        help="draw up to this many new AI-entity passages from each train-side web page (page_candidates)",
+    )
     args = parser.parse_args()
     exclude: frozenset[str] = frozenset()
     if args.exclude:
@@ -256,7 +310,9 @@ def main() -> None:
         )
     lexicon = Lexicon.from_file(args.lexicon)
     spec = PassageSpec()
-    if args.mine:
+    if args.page_passages:
+        cands = page_candidates(args.shared, lexicon, spec, args.page_passages, exclude)
+    elif args.mine:
         cands = mined_candidates(args.shared, args.mine, exclude, args.mine_n, args.per_doc)
     elif args.eval_questions:
         cands = eval_candidates(args.shared, args.eval_questions, exclude)
