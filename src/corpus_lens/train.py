@@ -945,13 +945,14 @@ def score_labelled(spec: CascadeSpec, data: Passages, device: str = "cpu", preci
     lexicon, the set's own thresholds) from the same run; the stages reached; the prefilter's
     recall; the confusion of depictions; the calibration of the scores; and every passage whose
     depiction the cascade got wrong, with its scores and stage."""
-    table = classify_passages(data.texts, spec, device, precision=precision)
+    lexicon = lexicon_of(spec.directory)
+    hits = np.array([lexicon.matches(t) for t in data.texts], dtype=bool)
+    table = classify_passages(data.texts, spec, device, hits, precision)
     dep, mode = table.column("depiction").to_pylist(), table.column("mode").to_pylist()
     scores = np.column_stack([table.column(f"score_{label}").to_numpy() for label in DEPICTIONS]).astype(float)
     ft = np.column_stack([table.column(f"fasttext_p_{label}").to_numpy() for label in DEPICTIONS + MODES])
-    lexicon = lexicon_of(spec.directory)
-    hits = np.array([lexicon.matches(t) for t in data.texts], dtype=bool)
     scores_ft = np.where(hits[:, None], ft[:, : len(DEPICTIONS)], STOPPED)
+    # fastText's own thresholds, as `train` chose them on dev (the joint head's for a set that lacks them)
     meta = json.loads((spec.directory / "cascade.json").read_text())
     ft_thresholds = meta.get("fasttext_thresholds_alone", spec.thresholds)
     stages = table.column("stage").to_pylist()
