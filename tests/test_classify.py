@@ -55,6 +55,16 @@ def test_classify_round_trip_stdin_to_stdout():
     assert out[0]["stage"] in STAGES[1:]
 
 
+def test_classify_takes_gate_overrides():
+    stdin = json.dumps({"text": "Simmer the beans for an hour, then add salt."}) + "\n"
+    opened = ["--gate", "fasttext_ai=0", "--gate", "fasttext_confidence=1.01", "--gate", "fasttext_flag=0"]
+    result = runner.invoke(app, ["classify", "-", "--models", "minilm_v1", *opened], input=stdin)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stage"] == "embedding"
+    result = runner.invoke(app, ["classify", "-", "--models", "minilm_v1", "--gate", "fasttext_ai:0"], input=stdin)
+    assert result.exit_code == 2 and "option gate: expected NAME=NUMBER, got 'fasttext_ai:0'" in result.output
+
+
 def test_classify_file_to_file_and_bad_json_line(tmp_path: Path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "An android smiled."}\nnot json\n')

@@ -22,6 +22,10 @@ EmbeddingModelOption = Annotated[
     str | None,
     typer.Option(help="sentence-transformers names or paths, comma-separated, one per encoder of the set."),
 ]
+GateOption = Annotated[
+    list[str] | None,
+    typer.Option(help="Override one of the set's gates, NAME=NUMBER (repeatable), as [gates] does for scan."),
+]
 
 app = typer.Typer(
     help=(
@@ -44,6 +48,18 @@ def _setup_logging(verbose: bool) -> None:
     # Dask's own INFO lines (scheduler and worker start/stop) are noise for a user; keep warnings.
     for name in ("distributed", "dask"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _gate_overrides(items: list[str] | None) -> dict[str, float]:
+    """``--gate NAME=NUMBER`` values as a gates dict (load_spec checks the names)."""
+    gates = {}
+    for item in items or []:
+        name, _, number = item.partition("=")
+        try:
+            gates[name.strip()] = float(number)
+        except ValueError:
+            raise ConfigError(f"option gate: expected NAME=NUMBER, got {item!r}") from None
+    return gates
 
 
 def _fail(exc: CorpusLensError) -> typer.Exit:
@@ -174,6 +190,7 @@ def classify(
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write JSON lines; - for stdout.")] = "-",
     models: ModelsOption = None,
     embedding_model: EmbeddingModelOption = None,
+    gate: GateOption = None,
     device: Annotated[str, typer.Option(help="torch device for embeddings.")] = "cpu",
     precision: Annotated[str, typer.Option(help="Embedding arithmetic: auto, float32, bfloat16.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -188,7 +205,7 @@ def classify(
 
     _setup_logging(verbose)
     try:
-        spec = load_spec(models, embedding_model)
+        spec = load_spec(models, embedding_model, _gate_overrides(gate))
         stream = contextlib.nullcontext(sys.stdin) if input == "-" else open(input, encoding="utf-8")
         with stream as lines:
             records = [rec for _, rec in io.parse_jsonl(lines, input, "text", ConfigError)]
@@ -285,10 +302,7 @@ def evaluate(
     ] = None,
     models: ModelsOption = None,
     embedding_model: EmbeddingModelOption = None,
-    gate: Annotated[
-        list[str] | None,
-        typer.Option(help="Override one of the set's gates, NAME=NUMBER (repeatable), as [gates] does for scan."),
-    ] = None,
+    gate: GateOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the metrics here as JSON.")] = None,
     device: Annotated[str, typer.Option(help="torch device for embeddings.")] = "cpu",
     precision: Annotated[str, typer.Option(help="Embedding arithmetic: auto, float32, bfloat16.")] = "auto",
@@ -308,14 +322,7 @@ def evaluate(
 
     _setup_logging(verbose)
     try:
-        gates = {}
-        for item in gate or []:
-            name, _, number = item.partition("=")
-            try:
-                gates[name.strip()] = float(number)
-            except ValueError:
-                raise ConfigError(f"option gate: expected NAME=NUMBER, got {item!r}") from None
-        spec = load_spec(models, embedding_model, gates)
+        spec = load_spec(models, embedding_model, _gate_overrides(gate))
         passages = as_passages([rec for _, rec in read_labelled(data, split)])
         result = score_labelled(spec, passages, device, precision)
     except CorpusLensError as exc:
