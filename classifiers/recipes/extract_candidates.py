@@ -85,6 +85,18 @@ def fiction_candidates(
     return out
 
 
+def _web_passage(shard: Path, row: dict, a: int, b: int) -> dict:
+    """Candidate record of the passage ``[a, b)`` of a web shard's row (id, text, source, url)."""
+    return {
+        "cid": f"{shard.name}:{row['id']}:{a}-{b}",
+        "text": row["text"][a:b],
+        "source": f"shared/data/web/{shard.name}#id={row['id']}",
+        "char_start": a,
+        "char_end": b,
+        "origin": f"{row['source']} {row['url']}",
+    }
+
+
 def web_candidates(
     shared: Path,
     lexicon: Lexicon,
@@ -103,15 +115,8 @@ def web_candidates(
             text = row["text"]
             doc_hit = lexicon.matches(text)
             for a, b in split_passages(text, spec):
-                passage = text[a:b]
-                cand = {
-                    "cid": f"{shard.name}:{row['id']}:{a}-{b}",
-                    "text": passage,
-                    "source": f"shared/data/web/{shard.name}#id={row['id']}",
-                    "char_start": a,
-                    "char_end": b,
-                    "origin": f"{row['source']} {row['url']}",
-                }
+                cand = _web_passage(shard, row, a, b)
+                passage = cand["text"]
                 if f"{shard.name}:{row['id']}" in drawn_docs:
                     continue
                 if lexicon.matches(passage):
@@ -153,20 +158,11 @@ def page_candidates(
                 continue
             text, page = row["text"], []
             for a, b in split_passages(text, spec):
-                cid = f"{shard.name}:{row['id']}:{a}-{b}"
-                passage = text[a:b]
-                if cid in exclude or not lexicon.matches(passage) or not AI_ENTITY_WORDS.search(passage):
+                cand = _web_passage(shard, row, a, b)
+                passage = cand["text"]
+                if cand["cid"] in exclude or not lexicon.matches(passage) or not AI_ENTITY_WORDS.search(passage):
                     continue
-                page.append(
-                    {
-                        "cid": cid,
-                        "text": passage,
-                        "source": source,
-                        "char_start": a,
-                        "char_end": b,
-                        "origin": f"{row['source']} {row['url']}",
-                    }
-                )
+                page.append(cand)
             out += _take(page, per_doc)
     return out
 

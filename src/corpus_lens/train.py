@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -782,9 +783,6 @@ def train(
 
     ai_test = test.depiction != DEPICTIONS.index("none")
     dep_c, mode_c, esc_rate, on_rate, scores_c = cascade(ft_test, emb_test, test_hits, gates, first_test)
-    scores_ft = np.where(test_hits[:, None], ft_test[:, :4], STOPPED)  # fastText after the lexicon
-    ft_dep_pred = decide_depiction(scores_ft, ft_thresholds)
-    ft_mode_pred = [MODES[j] for j in ft_test[:, 4:].argmax(axis=1)]
 
     def on_every_passage(probs: dict[str, np.ndarray], head_thresholds: dict[str, float]) -> dict[str, Any]:
         """Test metrics of one head deciding every test passage."""
@@ -793,22 +791,19 @@ def train(
 
     lex_pred = ["neutral" if h else "none" for h in test_hits]
     test_pass = prefilter_pass(test_hits, ft_test[:, :4], gates)
+    shared = scan_path_metrics(test, test_hits, ft_test, ft_thresholds, test_pass, dep_c, mode_c, scores_c)
     metrics = {
         "test_passages": len(test),
-        "prefilter": {
-            "recall_ai_entity": round(float(test_pass[ai_test].mean()), 4),
-            "pass_rate_no_ai": round(float(test_pass[~ai_test].mean()), 4),
-        },
+        "prefilter": shared["prefilter"],
         "lexicon": {
-            "recall_ai_entity": round(float(test_hits[ai_test].mean()), 4),
-            "pass_rate_no_ai": round(float(test_hits[~ai_test].mean()), 4),
+            **_pass_rates(test_hits, test),
             "ai_entity_passages": int(ai_test.sum()),
             "no_ai_passages": int((~ai_test).sum()),
             "as_classifier": evaluate(lex_pred, ["other"] * len(test), test),
         },
-        "fasttext_alone": evaluate(ft_dep_pred, ft_mode_pred, test),
+        "fasttext_alone": shared["fasttext_alone"],
         "embedding_all": on_every_passage(emb_test, thresholds),
-        "cascade": evaluate(dep_c, mode_c, test),
+        "cascade": shared["cascade"],
         "cascade_first_pass_labels": evaluate(dep_c, mode_c, replace(test, depiction=test.first_depiction)),
         "adjudicated_test_labels": int(np.sum(test.first_depiction != test.depiction)),
         # A model that learned the written passages' style rather than the concept shows here.
@@ -832,13 +827,7 @@ def train(
             else {}
         ),
         "tags": {t: _prf(emb_test["tags"][:, j] >= 0.5, test.tags[:, j] > 0) for j, t in enumerate(TAGS)},
-        # The scores a scan writes, against how often each label holds on test.
-        "calibration": {
-            name: {
-                label: calibration(p[:, j], (test.depiction == j).astype(float)) for j, label in enumerate(DEPICTIONS)
-            }
-            for name, p in (("fasttext_alone", scores_ft), ("cascade", scores_c))
-        },
+        "calibration": shared["calibration"],
     }
     from importlib.metadata import version
 
@@ -939,6 +928,45 @@ def score_probes(model_dir: Path, path: Path) -> dict[str, Any]:
     }
 
 
+def _pass_rates(passed: np.ndarray, data: Passages) -> dict[str, float | None]:
+    """The share of the AI-entity passages that ``passed``, and of the others (None for a kind
+    ``data`` lacks)."""
+    ai = data.depiction != DEPICTIONS.index("none")
+    return {
+        "recall_ai_entity": round(float(passed[ai].mean()), 4) if ai.any() else None,
+        "pass_rate_no_ai": round(float(passed[~ai].mean()), 4) if (~ai).any() else None,
+    }
+
+
+def scan_path_metrics(
+    data: Passages,
+    hits: np.ndarray,
+    ft: np.ndarray,
+    ft_thresholds: dict[str, float],
+    passed: np.ndarray,
+    dep: list[str],
+    mode: list[str],
+    scores: np.ndarray,
+) -> dict[str, Any]:
+    """The figures `train` records on test and `evaluate` measures through the scan's path: the
+    prefilter's pass rates (``passed``), the cascade's labels, fastText alone after the lexicon
+    (``ft``: depiction then mode probabilities; ``hits``: lexicon matches), and the calibration of
+    both's depiction scores (``scores``: the cascade's) against how often each label holds."""
+    scores_ft = np.where(hits[:, None], ft[:, : len(DEPICTIONS)], STOPPED)
+    ft_mode = [MODES[j] for j in ft[:, len(DEPICTIONS) :].argmax(axis=1)]
+    return {
+        "prefilter": _pass_rates(passed, data),
+        "fasttext_alone": evaluate(decide_depiction(scores_ft, ft_thresholds), ft_mode, data),
+        "cascade": evaluate(dep, mode, data),
+        "calibration": {
+            name: {
+                label: calibration(p[:, j], (data.depiction == j).astype(float)) for j, label in enumerate(DEPICTIONS)
+            }
+            for name, p in (("fasttext_alone", scores_ft), ("cascade", scores))
+        },
+    }
+
+
 def score_labelled(spec: CascadeSpec, data: Passages, device: str = "cpu", precision: str = "auto") -> dict[str, Any]:
     """Run a model set's cascade (classify_passages, as a scan does) on labelled passages and
     measure it: label-vs-rest P/R/F1 and mode accuracy, beside fastText alone (after the
@@ -951,38 +979,20 @@ def score_labelled(spec: CascadeSpec, data: Passages, device: str = "cpu", preci
     dep, mode = table.column("depiction").to_pylist(), table.column("mode").to_pylist()
     scores = np.column_stack([table.column(f"score_{label}").to_numpy() for label in DEPICTIONS]).astype(float)
     ft = np.column_stack([table.column(f"fasttext_p_{label}").to_numpy() for label in DEPICTIONS + MODES])
-    scores_ft = np.where(hits[:, None], ft[:, : len(DEPICTIONS)], STOPPED)
     # fastText's own thresholds, as `train` chose them on dev (the joint head's for a set that lacks them)
     meta = json.loads((spec.directory / "cascade.json").read_text())
     ft_thresholds = meta.get("fasttext_thresholds_alone", spec.thresholds)
     stages = table.column("stage").to_pylist()
     passed = np.array([s != "prefilter" for s in stages])
-    ai = data.depiction != DEPICTIONS.index("none")
     gold = [DEPICTIONS[j] for j in data.depiction]
+    pairs = Counter(zip(gold, dep))
     return {
         "models": spec.name,
         "passages": len(data),
-        "cascade": evaluate(dep, mode, data),
-        "fasttext_alone": evaluate(
-            decide_depiction(scores_ft, ft_thresholds),
-            [MODES[j] for j in ft[:, len(DEPICTIONS) :].argmax(axis=1)],
-            data,
-        ),
+        **scan_path_metrics(data, hits, ft, ft_thresholds, passed, dep, mode, scores),
         "stages": {s: stages.count(s) for s in STAGES if s in stages},
-        "prefilter": {
-            "recall_ai_entity": round(float(passed[ai].mean()), 4) if ai.any() else None,
-            "pass_rate_no_ai": round(float(passed[~ai].mean()), 4) if (~ai).any() else None,
-        },
         # gold label -> predicted label -> passages
-        "confusion": {
-            g: {p: sum(1 for a, b in zip(gold, dep) if (a, b) == (g, p)) for p in DEPICTIONS} for g in DEPICTIONS
-        },
-        "calibration": {
-            name: {
-                label: calibration(p[:, j], (data.depiction == j).astype(float)) for j, label in enumerate(DEPICTIONS)
-            }
-            for name, p in (("fasttext_alone", scores_ft), ("cascade", scores))
-        },
+        "confusion": {g: {p: pairs[(g, p)] for p in DEPICTIONS} for g in DEPICTIONS},
         "errors": [
             {
                 "id": data.ids[i],
