@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import typer
 from conftest import write_shard
 from typer.testing import CliRunner
 
@@ -238,12 +239,22 @@ def _flat(text: str) -> str:
 
 
 def test_every_command_help_has_an_example():
-    for command in ("scan", "classify", "train", "apply", "mix", "report"):
+    for command in ("scan", "classify", "train", "evaluate", "apply", "mix", "report"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         flat = _flat(result.output)
         assert "Example:" in flat and f"corpuslens {command}" in flat.split("Example:", 1)[1], command
     assert "Example: corpuslens scan" in _flat(runner.invoke(app, ["--help"]).output)
+
+
+def test_option_help_renders_whole():
+    """Help is rich markup: a bracketed word such as a default ("[text]") would vanish unescaped."""
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        flat = _flat(runner.invoke(app, [name, "--help"], env={"COLUMNS": "400"}).output)
+        for param in command.params:
+            if getattr(param, "help", None):
+                assert _flat(param.help.replace("\\[", "[")) in flat, (name, param.name)
 
 
 def test_apply_rebalance_reconciles_rows_and_words(scanned: Path, small_corpus: Path, tmp_path: Path):

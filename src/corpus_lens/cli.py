@@ -24,7 +24,9 @@ EmbeddingModelOption = Annotated[
 ]
 GateOption = Annotated[
     list[str] | None,
-    typer.Option(help="Override one of the set's gates, NAME=NUMBER (repeatable), as [gates] does for scan."),
+    typer.Option(
+        help="Override one of the set's gates, NAME=NUMBER (repeatable), as the \\[gates] table of a scan configuration does."
+    ),
 ]
 
 app = typer.Typer(
@@ -74,9 +76,9 @@ def scan(
     ] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Output folder (local path or URL).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with any option; flags override it.")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Column holding document text [text].")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column holding document text (default: text).")] = None,
     id_column: Annotated[
-        str | None, typer.Option(help="Column holding document ids [id]; without it ids are <shard>#<row>.")
+        str | None, typer.Option(help="Column holding document ids (default: id); without it ids are <shard>#<row>.")
     ] = None,
     models: ModelsOption = None,
     embedding_model: EmbeddingModelOption = None,
@@ -90,15 +92,17 @@ def scan(
     ] = None,
     granularity: Annotated[str | None, typer.Option(help="Apply the policy per 'passage' or 'document'.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for samples and resampling.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Workers of the local Dask cluster [one per core].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Workers of the local Dask cluster (default: one per core).")
+    ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option(help="Dask scheduler address (tcp://host:port), or 'threads' for an in-process cluster."),
     ] = None,
-    batch_rows: Annotated[int | None, typer.Option(help="Rows per streamed batch [8192].")] = None,
+    batch_rows: Annotated[int | None, typer.Option(help="Rows per streamed batch (default: 8192).")] = None,
     task_mb: Annotated[
         float | None,
-        typer.Option(help="A shard of more MB than this is scanned as several row-range tasks [4]."),
+        typer.Option(help="A shard of more MB than this is scanned as several row-range tasks (default: 4)."),
     ] = None,
     skip_bad_shards: Annotated[
         bool, typer.Option("--skip-bad-shards", help="Go on past unreadable shards, listing them.")
@@ -354,7 +358,7 @@ def apply(
     policy: Annotated[str, typer.Option(help="Policy preset or TOML file.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Folder for filtered/, reweighted/, excluded/.")],
     granularity: Annotated[str, typer.Option(help="'passage' or 'document'.")] = "passage",
-    seed: Annotated[int | None, typer.Option(help="Seed for the materialized resample [the scan's].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for the materialized resample (default: the scan's).")] = None,
 ) -> None:
     """Apply a policy to an existing scan's annotations and shards, without running any model.
 
