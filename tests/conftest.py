@@ -35,9 +35,7 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory, demo_rows: list[dict]
     folder = tmp_path_factory.mktemp("corpus")
     robots = [r for r in demo_rows if r["source"] == "gutenberg_public_domain"]
     other = [r for r in demo_rows if r["source"] != "gutenberg_public_domain"]
-    picked = robots[:6] + other[:30]
-    for r in picked:
-        r["text"] = r["text"][:6000]
+    picked = [{**r, "text": r["text"][:6000]} for r in robots[:6] + other[:30]]
     write_shard(folder / "part-0.parquet", picked[0::2])
     write_shard(folder / "part-1.parquet", picked[1::2])
     return folder

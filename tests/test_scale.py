@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -123,6 +124,37 @@ def test_worker_killed_mid_scan_still_completes(cluster, shards: Path, local: Pa
     stdout, stderr = scan.communicate(timeout=300)
     assert scan.returncode == 0, stderr[-2000:]
     assert annotations(out) == annotations(local)
+
+
+def test_local_process_cluster_matches_and_keeps_dask_quiet(shards: Path, local: Path, tmp_path: Path):
+    """A scan on its own local cluster of worker processes, as a user runs it: the same annotations
+    as the threaded run, and no Dask INFO lines (scheduler and worker start/stop) or port warnings on stderr."""
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    cmd = [str(BIN / "corpuslens"), "scan", str(shards), "--output", str(out), "--workers", "2"]
+    with socket.socket() as busy:  # as if another cluster's dashboard held Dask's default port
+        try:
+            busy.bind(("127.0.0.1", 8787))
+            busy.listen()
+        except OSError:
+            pass  # something holds it already: the same condition
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "already in use" not in done.stderr, done.stderr[-2000:]
+    # One thread per worker process here, two threads for torch in the threaded run: labels are
+    # equal, scores agree to float32 rounding (README, "Running on a Dask cluster").
+    got, want = annotations(out), annotations(local)
+    assert got.keys() == want.keys()
+    for name, table in got.items():
+        for column in table.column_names:
+            a, b = table[column].to_pylist(), want[name][column].to_pylist()
+            if pa.types.is_floating(table[column].type):
+                assert np.allclose(np.array(a, float), np.array(b, float), atol=1e-5, equal_nan=True), column
+            else:
+                assert a == b, (name, column)
+    noise = [line for line in done.stderr.splitlines() if " INFO distributed." in line]
+    assert not noise, noise[:3]
+    assert "done:" in done.stderr and "report:" in done.stdout
 
 
 def _interrupt_then_resume(sig: int, shards: Path, local: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -48,8 +49,10 @@ def _setup_logging(verbose: bool) -> None:
         stream=sys.stderr,
     )
     # Dask's own INFO lines (scheduler and worker start/stop) are noise for a user; keep warnings.
-    for name in ("distributed", "dask"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # distributed sets its loggers' levels from its configuration when it is first imported (after
+    # this), so the level goes into that configuration; a user's own DASK_ setting stands.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("dask").setLevel(logging.WARNING)
 
 
 def _gate_overrides(items: list[str] | None) -> dict[str, float]:

@@ -60,7 +60,10 @@ def _client(cfg: ScanConfig) -> Any:
         n_workers=workers,
         threads_per_worker=1,
         processes=processes,
-        dashboard_address=None,
+        # No dashboard; the scheduler's small HTTP server (health, metrics) still starts, so it
+        # takes any free loopback port: a second scan on the machine must not warn about 8787.
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": False},
         silence_logs=logging.ERROR,
         **extra,
     )
