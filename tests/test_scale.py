@@ -127,7 +127,7 @@ def test_worker_killed_mid_scan_still_completes(cluster, shards: Path, local: Pa
 
 
 def test_local_process_cluster_matches_and_keeps_dask_quiet(shards: Path, local: Path, tmp_path: Path):
-    """A scan on its own local cluster of worker processes, as a user runs it: the same annotations
+    """A scan on its own local cluster of worker processes, as a user runs it: the same labels
     as the threaded run, and no Dask INFO lines (scheduler and worker start/stop) or port warnings on stderr."""
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
