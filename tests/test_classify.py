@@ -145,6 +145,12 @@ def test_evaluate_gives_the_shipped_sets_recorded_test_metrics_through_the_scan_
     assert len(got["errors"]) == 1029 - right and all(e["depiction"] != e["predicted"] for e in got["errors"])
     f1 = recorded["cascade"]["malevolent"]["f1"]
     assert any(line.startswith("cascade malevolent") and f"{f1:.3f}" in line for line in result.output.splitlines())
+    # The held-out check's figures in metrics.json (and the card) are what the set gives on it.
+    kinds = ROOT / "classifiers" / "data" / "checks" / "kinds.jsonl"
+    result = runner.invoke(app, ["evaluate", str(kinds), "--models", name, "--precision", "float32", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    got = json.loads(out.read_text())
+    assert recorded["checks"]["kinds"] == {k: got[k] for k in ("passages", "cascade", "fasttext_alone", "stages")}
 
 
 def test_evaluate_with_every_gate_open_is_the_head_on_every_passage_as_train_recorded(tmp_path: Path):
@@ -228,6 +234,10 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     (data / "passages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
     shutil.copy(ROOT / "classifiers" / "data" / "lexicon.txt", data / "lexicon.txt")
     shutil.copy(ROOT / "classifiers" / "data" / "probes.jsonl", data / "probes.jsonl")
+    # A held-out check set: in no split, scored by the trained set, never trained on.
+    check = [{k: r[k] for k in ("text", "depiction", "mode", "tags")} for r in rows if r["split"] == "dev"][-8:]
+    (data / "checks").mkdir()
+    (data / "checks" / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in check))
     args = ["train", "--data", str(data), "--seed", "3"]
     for layers in fine_tune_layers:  # two entries: the same model twice, tuned once
         args += ["--embedding-model", DEFAULT_EMBEDDING_MODEL, "--fine-tune-layers", str(layers)]
@@ -271,6 +281,15 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     assert sum(c["total"] for c in cells) == probes["passages"]
     assert sum(c["correct"] for c in cells) == probes["correct"] == probes["passages"] - len(probes["misses"])
     assert f"labels {probes['correct']} of {probes['passages']} probes as expected" in card
+    # The check set's figures are those `evaluate` gives for the same file and set.
+    out = tmp_path / "check.json"
+    result = runner.invoke(
+        app, ["evaluate", str(data / "checks" / "mine.jsonl"), "--models", str(tmp_path / "a"), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(out.read_text())
+    assert metrics["checks"]["mine"] == {k: evaluated[k] for k in ("passages", "cascade", "fasttext_alone", "stages")}
+    assert metrics["checks"]["mine"]["passages"] == 8 and "| mine (8) | cascade |" in card
     # Every test passage's final scores are binned once per label, for the cascade and for fastText.
     for scores in metrics["calibration"].values():
         assert set(scores) == set(DEPICTIONS)

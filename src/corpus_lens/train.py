@@ -2,9 +2,10 @@
 
 Input: a data directory with ``passages.jsonl`` (one labelled passage per line: ``id``,
 ``text``, ``depiction``, ``mode``, ``tags``, ``split``) and ``lexicon.txt``; optionally
-``probes.jsonl`` (behaviour templates, see ``probe_passages``). Output: a model directory that
+``probes.jsonl`` (behaviour templates, see ``probe_passages``) and ``checks/*.jsonl`` (held-out
+labelled passages in no split, see ``score_checks``). Output: a model directory that
 ``classify.load_spec`` reads, with ``MODEL_CARD.md`` and ``metrics.json`` measured on the test
-split (and on the probes). Deterministic given the seed (fastText runs on one thread; the head
+split (and on the probes and checks). Deterministic given the seed (fastText runs on one thread; the head
 is fit full-batch with AdamW on one thread).
 """
 
@@ -868,6 +869,9 @@ def train(
     probes_path = data_dir / "probes.jsonl"
     if probes_path.is_file():
         metrics["probes"] = score_probes(output, probes_path)
+    checks = score_checks(output, data_dir)
+    if checks:
+        metrics["checks"] = checks
     atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     # Keep the hand-written part of an existing card (reviews of real scans, judgements).
     atomic_write_generated(output / "MODEL_CARD.md", model_card(meta, metrics), HAND_WRITTEN)
@@ -1006,6 +1010,31 @@ def score_labelled(spec: CascadeSpec, data: Passages, device: str = "cpu", preci
             if dep[i] != gold[i]
         ],
     }
+
+
+def score_checks(model_dir: Path, data_dir: Path) -> dict[str, Any]:
+    """Score a model set on every held-out check set of a data directory (``checks/*.jsonl``:
+    labelled passages that are in no split and never trained on), as ``score_labelled`` does;
+    keep its figures, not its list of errors (``corpuslens evaluate`` gives those)."""
+    spec = load_spec(model_dir)
+    out = {}
+    for path in sorted((data_dir / "checks").glob("*.jsonl")):
+        result = score_labelled(spec, as_passages([rec for _, rec in read_labelled(path)]))
+        out[path.stem] = {k: result[k] for k in ("passages", "cascade", "fasttext_alone", "stages")}
+    return out
+
+
+def _checks_table(checks: dict[str, Any]) -> list[str]:
+    """Card lines: the cascade and fastText alone on each held-out check set."""
+    lines = [
+        "## Held-out checks (checks/*.jsonl in the data; in no split, never trained on)",
+        "| check | model | mal P | mal R | mal F1 | ben P | ben R | ben F1 | mode acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in checks.items():
+        for model in ("fasttext_alone", "cascade"):
+            lines.append(f"| {name} ({c['passages']}) " + _row(model.replace("_", " "), c[model]))
+    return [*lines, ""]
 
 
 def _probe_table(probes: dict[str, Any]) -> list[str]:
@@ -1184,6 +1213,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
             for t, m in metrics["tags"].items()
         ],
         "",
+        *(_checks_table(metrics["checks"]) if "checks" in metrics else []),
         *(_probe_table(metrics["probes"]) if "probes" in metrics else []),
     ]
     return "\n".join(lines)
