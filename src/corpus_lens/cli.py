@@ -239,7 +239,11 @@ def classify(
 @app.command()
 def train(
     data: Annotated[
-        Path, typer.Option(help="Folder with passages.jsonl and lexicon.txt (and optional probes.jsonl).")
+        Path,
+        typer.Option(
+            help="Folder with passages.jsonl and lexicon.txt (optional: probes.jsonl, and checks/*.jsonl "
+            "of held-out labelled passages that are scored, never trained on)."
+        ),
     ] = Path("classifiers/data"),
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")] = Path("models-out"),
     seed: Annotated[int, typer.Option(help="Seed for fastText and the head.")] = 0,
