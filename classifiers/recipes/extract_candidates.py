@@ -85,12 +85,25 @@ def fiction_candidates(
     return out
 
 
+def _web_rows(shared: Path):
+    """(shard, row) for every row of the web shards whose source may be redistributed."""
+    for shard in sorted((shared / "web").glob("*.parquet")):
+        for row in pq.read_table(shard, columns=["id", "text", "source", "url"]).to_pylist():
+            if row["source"] in BUNDLEABLE_WEB_SOURCES:
+                yield shard, row
+
+
+def _web_source(shard_name: str, doc_id: str) -> str:
+    """The provenance source of a web page, as build_dataset groups it for the split."""
+    return f"shared/data/web/{shard_name}#id={doc_id}"
+
+
 def _web_passage(shard: Path, row: dict, a: int, b: int) -> dict:
     """Candidate record of the passage ``[a, b)`` of a web shard's row (id, text, source, url)."""
     return {
         "cid": f"{shard.name}:{row['id']}:{a}-{b}",
         "text": row["text"][a:b],
-        "source": f"shared/data/web/{shard.name}#id={row['id']}",
+        "source": _web_source(shard.name, row["id"]),
         "char_start": a,
         "char_end": b,
         "origin": f"{row['source']} {row['url']}",
@@ -107,22 +120,16 @@ def web_candidates(
 ) -> list[dict]:
     hits, misses = [], []
     drawn_docs = {cid.rsplit(":", 1)[0] for cid in exclude if cid.startswith("web-")}
-    for shard in sorted((shared / "web").glob("*.parquet")):
-        table = pq.read_table(shard, columns=["id", "text", "source", "url"])
-        for row in table.to_pylist():
-            if row["source"] not in BUNDLEABLE_WEB_SOURCES:
-                continue
-            text = row["text"]
-            doc_hit = lexicon.matches(text)
-            for a, b in split_passages(text, spec):
-                cand = _web_passage(shard, row, a, b)
-                passage = cand["text"]
-                if f"{shard.name}:{row['id']}" in drawn_docs:
-                    continue
-                if lexicon.matches(passage):
-                    hits.append(cand)
-                elif doc_hit:
-                    misses.append(cand)
+    for shard, row in _web_rows(shared):
+        if f"{shard.name}:{row['id']}" in drawn_docs:
+            continue
+        doc_hit = lexicon.matches(row["text"])
+        for a, b in split_passages(row["text"], spec):
+            cand = _web_passage(shard, row, a, b)
+            if lexicon.matches(cand["text"]):
+                hits.append(cand)
+            elif doc_hit:
+                misses.append(cand)
     # One passage per document at most keeps the set varied.
     seen: set[str] = set()
     varied = []
@@ -151,19 +158,16 @@ def page_candidates(
     androids and fictional machines, of which earlier waves took one passage per page. Dev and
     test pages are not drawn again, so their passages stay those of the first waves."""
     out = []
-    for shard in sorted((shared / "web").glob("*.parquet")):
-        for row in pq.read_table(shard, columns=["id", "text", "source", "url"]).to_pylist():
-            source = f"shared/data/web/{shard.name}#id={row['id']}"
-            if row["source"] not in BUNDLEABLE_WEB_SOURCES or split_of(group_of(source)) != "train":
+    for shard, row in _web_rows(shared):
+        if split_of(group_of(_web_source(shard.name, row["id"]))) != "train":
+            continue
+        page = []
+        for a, b in split_passages(row["text"], spec):
+            cand = _web_passage(shard, row, a, b)
+            if cand["cid"] in exclude or not lexicon.matches(cand["text"]) or not AI_ENTITY_WORDS.search(cand["text"]):
                 continue
-            text, page = row["text"], []
-            for a, b in split_passages(text, spec):
-                cand = _web_passage(shard, row, a, b)
-                passage = cand["text"]
-                if cand["cid"] in exclude or not lexicon.matches(passage) or not AI_ENTITY_WORDS.search(passage):
-                    continue
-                page.append(cand)
-            out += _take(page, per_doc)
+            page.append(cand)
+        out += _take(page, per_doc)
     return out
 
 
@@ -196,7 +200,7 @@ def mined_candidates(shared: Path, scan_dir: Path, exclude: frozenset[str], n: i
             {
                 "cid": f"{doc}:{r['char_start']}-{r['char_end']}",
                 "text": r["text"],
-                "source": f"shared/data/web/{Path(r['shard']).name}#id={r['doc_id']}",
+                "source": _web_source(Path(r["shard"]).name, r["doc_id"]),
                 "char_start": r["char_start"],
                 "char_end": r["char_end"],
                 "origin": f"{page['source']} {page['url']}",
