@@ -25,10 +25,12 @@ from corpus_lens.classify import (
 from corpus_lens.cli import app
 from corpus_lens.errors import ModelError
 from corpus_lens.schema import DEPICTIONS, MODES, STAGES
-from corpus_lens.train import calibration, encoder_file
+from corpus_lens.train import CHECK_KEYS, calibration, encoder_file
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
+# Every gate open: every passage goes to the embedding stage.
+OPEN_GATES = ["--gate", "fasttext_ai=0", "--gate", "fasttext_confidence=1.01", "--gate", "fasttext_flag=0"]
 
 
 def test_classify_round_trip_stdin_to_stdout():
@@ -57,8 +59,7 @@ def test_classify_round_trip_stdin_to_stdout():
 
 def test_classify_takes_gate_overrides():
     stdin = json.dumps({"text": "Simmer the beans for an hour, then add salt."}) + "\n"
-    opened = ["--gate", "fasttext_ai=0", "--gate", "fasttext_confidence=1.01", "--gate", "fasttext_flag=0"]
-    result = runner.invoke(app, ["classify", "-", "--models", "minilm_v1", *opened], input=stdin)
+    result = runner.invoke(app, ["classify", "-", "--models", "minilm_v1", *OPEN_GATES], input=stdin)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["stage"] == "embedding"
     result = runner.invoke(app, ["classify", "-", "--models", "minilm_v1", "--gate", "fasttext_ai:0"], input=stdin)
@@ -150,14 +151,13 @@ def test_evaluate_gives_the_shipped_sets_recorded_test_metrics_through_the_scan_
     result = runner.invoke(app, ["evaluate", str(kinds), "--models", name, "--precision", "float32", "-o", str(out)])
     assert result.exit_code == 0, result.output
     got = json.loads(out.read_text())
-    assert recorded["checks"]["kinds"] == {k: got[k] for k in ("passages", "cascade", "fasttext_alone", "stages")}
+    assert recorded["checks"]["kinds"] == {k: got[k] for k in CHECK_KEYS}
 
 
 def test_evaluate_with_every_gate_open_is_the_head_on_every_passage_as_train_recorded(tmp_path: Path):
     out = tmp_path / "eval.json"
     data = ROOT / "classifiers" / "data" / "passages.jsonl"
-    opened = ["--gate", "fasttext_ai=0", "--gate", "fasttext_confidence=1.01", "--gate", "fasttext_flag=0"]
-    args = ["evaluate", str(data), "--split", "test", "--models", "minilm_v1", *opened, "--precision", "float32"]
+    args = ["evaluate", str(data), "--split", "test", "--models", "minilm_v1", *OPEN_GATES, "--precision", "float32"]
     result = runner.invoke(app, [*args, "-o", str(out)])
     assert result.exit_code == 0, result.output
     got = json.loads(out.read_text())
@@ -288,7 +288,7 @@ def test_train_on_a_tiny_set_is_deterministic_and_loadable(tmp_path: Path, fine_
     )
     assert result.exit_code == 0, result.output
     evaluated = json.loads(out.read_text())
-    assert metrics["checks"]["mine"] == {k: evaluated[k] for k in ("passages", "cascade", "fasttext_alone", "stages")}
+    assert metrics["checks"]["mine"] == {k: evaluated[k] for k in CHECK_KEYS}
     assert metrics["checks"]["mine"]["passages"] == 8 and "| mine (8) | cascade |" in card
     # Every test passage's final scores are binned once per label, for the cascade and for fastText.
     for scores in metrics["calibration"].values():

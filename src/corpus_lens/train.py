@@ -1012,6 +1012,10 @@ def score_labelled(spec: CascadeSpec, data: Passages, device: str = "cpu", preci
     }
 
 
+# What metrics.json keeps of each held-out check (score_labelled's figures, not its errors).
+CHECK_KEYS = ("passages", "cascade", "fasttext_alone", "stages")
+
+
 def score_checks(model_dir: Path, data_dir: Path) -> dict[str, Any]:
     """Score a model set on every held-out check set of a data directory (``checks/*.jsonl``:
     labelled passages that are in no split and never trained on), as ``score_labelled`` does;
@@ -1020,7 +1024,7 @@ def score_checks(model_dir: Path, data_dir: Path) -> dict[str, Any]:
     out = {}
     for path in sorted((data_dir / "checks").glob("*.jsonl")):
         result = score_labelled(spec, as_passages([rec for _, rec in read_labelled(path)]))
-        out[path.stem] = {k: result[k] for k in ("passages", "cascade", "fasttext_alone", "stages")}
+        out[path.stem] = {k: result[k] for k in CHECK_KEYS}
     return out
 
 
